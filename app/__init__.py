@@ -1,0 +1,1 @@
+"""OmniTalk desktop app (PySide6). The only package that imports Qt."""

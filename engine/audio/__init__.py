@@ -1,0 +1,1 @@
+"""Audio: file I/O, resampling, log-mel features, capture and playback."""

@@ -1,0 +1,1 @@
+"""LLaMA-Omni model: loaders for the official files, encoder, adapter, LLM, unit decoder."""

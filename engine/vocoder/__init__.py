@@ -1,0 +1,1 @@
+"""Unit HiFi-GAN vocoder: PyTorch model, ONNX export, onnxruntime runtime, streaming synthesis."""

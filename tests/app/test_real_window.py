@@ -1,0 +1,54 @@
+"""The app started as users start it (main.py) shows a real X11 window under Xvfb and quits cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.xvfb import require_tools, xvfb_display  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+WINDOW_TIMEOUT_S = 60.0
+
+
+def _wait_for_window(env: dict[str, str], proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + WINDOW_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"app exited early with {proc.returncode}"
+        found = subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", "^OmniTalk$"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.split()[0]
+        time.sleep(0.2)
+    raise AssertionError("the OmniTalk window never appeared")
+
+
+def test_main_py_opens_a_real_window_and_quits(xvfb_display: str, tmp_path: Path) -> None:  # noqa: F811
+    env = dict(os.environ, DISPLAY=xvfb_display, QT_QPA_PLATFORM="xcb", OMNITALK_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env)
+    try:
+        window = _wait_for_window(env, proc)
+        geometry = subprocess.run(
+            ["xdotool", "getwindowgeometry", window], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert "Geometry:" in geometry
+        if subprocess.run(["which", "import"], capture_output=True).returncode == 0:
+            ARTIFACTS.mkdir(exist_ok=True)
+            subprocess.run(["import", "-window", "root", str(ARTIFACTS / "main_window_xvfb.png")], env=env)
+        # Xvfb has no window manager, so focus the window directly (windowactivate needs a WM).
+        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+        subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The log went to the user log folder, not the console or the checkout.
+    assert (tmp_path / "home" / "logs" / "omnitalk.log").read_text().count("starting") == 1

@@ -1,0 +1,65 @@
+"""A private Xvfb display for tests that need a real X11 window (key presses, screenshots)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SCREEN = "1280x800x24"
+START_TIMEOUT_S = 20.0
+
+
+def require_tools(*tools: str) -> None:
+    """Skip (or, on CI, fail) when a system tool the test needs is not installed."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        message = f"needs system tools: {', '.join(missing)} (./omnitalk test installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _free_display() -> int:
+    for number in range(90, 200):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    raise RuntimeError("no free X display number")
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator[str]:
+    """Start Xvfb on a free display; yield ':N'. Stopped at the end of the session."""
+    require_tools("Xvfb", "xdotool")
+    number = _free_display()
+    display = f":{number}"
+    proc = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", SCREEN, "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    env = dict(os.environ, DISPLAY=display)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Xvfb exited with {proc.returncode}")
+        probe = subprocess.run(["xdotool", "getmouselocation"], env=env, capture_output=True)
+        if probe.returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("Xvfb did not start")
+    try:
+        yield display
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
