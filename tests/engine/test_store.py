@@ -1,0 +1,251 @@
+"""Downloads against a real HTTP server on 127.0.0.1: ranges, dropped connections, bad checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from engine import store
+from engine.errors import Cancelled, DiskFull, DownloadError
+from engine.store import Downloader, DownloadProgress, RemoteFile, hf_repo_files, index_has_speech_encoder
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, position-dependent so a bad resume shows
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@dataclass
+class ServerState:
+    files: dict[str, bytes] = field(default_factory=dict)
+    drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before a drop (once)
+    ignore_range: bool = False
+    fail_status: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses to answer first
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: ServerState
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        state = self.server.state  # type: ignore[attr-defined]
+        path = self.path.split("?")[0]
+        state.requests.append((path, self.headers.get("Range")))
+        if state.fail_status.get(path):
+            self.send_error(state.fail_status[path].pop(0))
+            return
+        if path not in state.files:
+            self.send_error(404)
+            return
+        data = state.files[path]
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and not state.ignore_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        limit = state.drop_after.pop(path, None)
+        if limit is not None:
+            self.wfile.write(body[:limit])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, ServerState]]:
+    state = ServerState()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.state = state  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _downloader() -> Downloader:
+    return Downloader(retries=3, backoff_s=0.0, timeout_s=10.0, sleep=lambda s: None)
+
+
+def test_download_verifies_and_moves_into_place(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/w/model.bin"] = PAYLOAD
+    reports: list[DownloadProgress] = []
+    (path,) = _downloader().download(
+        [RemoteFile(f"{base}/w/model.bin", "sub/model.bin", len(PAYLOAD), SHA)], tmp_path, reports.append
+    )
+    assert path == tmp_path / "sub" / "model.bin"
+    assert path.read_bytes() == PAYLOAD
+    assert not (tmp_path / "sub" / "model.bin.part").exists()
+    assert reports[-1].done == len(PAYLOAD) and reports[-1].fraction == 1.0
+    assert all(b.done >= a.done for a, b in zip(reports, reports[1:], strict=False))
+    # A second run finds the finished file and fetches nothing.
+    before = len(state.requests)
+    _downloader().download([RemoteFile(f"{base}/w/model.bin", "sub/model.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert len(state.requests) == before
+
+
+def test_dropped_connection_resumes_with_a_range_request(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD
+    state.drop_after["/f.bin"] = 300_000
+    (path,) = _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert state.requests == [("/f.bin", None), ("/f.bin", "bytes=300000-")]
+
+
+def test_restart_resumes_an_existing_part_file(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:123_456])  # left by an earlier run of the app
+    _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert state.requests == [("/f.bin", "bytes=123456-")]
+
+
+def test_server_that_ignores_ranges_restarts_cleanly(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD
+    state.ignore_range = True
+    (tmp_path / "f.bin.part").write_bytes(b"x" * 1000)
+    _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_unknown_size_file_resumes_too(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/g_00500000"] = PAYLOAD
+    state.drop_after["/g_00500000"] = 1000
+    (path,) = _downloader().download([RemoteFile(f"{base}/g_00500000", "g_00500000")], tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert state.requests[-1] == ("/g_00500000", "bytes=1000-")
+
+
+def test_wrong_checksum_is_retried_once_then_reported(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD
+    with pytest.raises(DownloadError, match="damaged") as info:
+        _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), "0" * 64)], tmp_path)
+    assert info.value.fix
+    assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
+    assert len(state.requests) == 2
+
+
+def test_server_errors_back_off_then_give_up(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD
+    state.fail_status["/f.bin"] = [503, 503]
+    delays: list[float] = []
+    downloader = Downloader(retries=3, backoff_s=0.5, sleep=delays.append)
+    downloader.download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert delays == [0.5, 1.0]  # exponential backoff, then success
+    state.fail_status["/g.bin"] = [503] * 10
+    state.files["/g.bin"] = PAYLOAD
+    with pytest.raises(DownloadError, match="after 3 retries"):
+        downloader.download([RemoteFile(f"{base}/g.bin", "g.bin", len(PAYLOAD), SHA)], tmp_path)
+
+
+def test_not_found_is_not_retried(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        _downloader().download([RemoteFile(f"{base}/missing", "missing")], tmp_path)
+    assert len(state.requests) == 1
+
+
+def test_cancel_keeps_the_part_for_resuming(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.files["/f.bin"] = PAYLOAD * 3
+    calls = {"n": 0}
+
+    def cancel_after_first_block() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    remote = RemoteFile(f"{base}/f.bin", "f.bin", 3 * len(PAYLOAD))
+    with pytest.raises(Cancelled):
+        _downloader().download([remote], tmp_path, should_cancel=cancel_after_first_block)
+    part = tmp_path / "f.bin.part"
+    assert 0 < part.stat().st_size < 3 * len(PAYLOAD)
+    _downloader().download([remote], tmp_path)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD * 3
+    assert state.requests[-1][1] == f"bytes={store.CHUNK_BYTES}-"
+
+
+def test_not_enough_disk_space_is_refused_up_front(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, state = server
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: type("U", (), {"free": 10 * 2**30})())
+    with pytest.raises(DiskFull, match="needs 18.2 GB") as info:
+        _downloader().download([RemoteFile(f"{base}/big", "big", 18_200_000_000)], tmp_path)
+    assert "Free some disk space" in (info.value.fix or "")
+    assert state.requests == []
+
+
+def test_hub_listing_picks_the_needed_files_with_checksums(server: tuple[str, ServerState]) -> None:
+    base, state = server
+    listing = [
+        {"type": "file", "path": "config.json", "size": 1490, "oid": "a" * 40},
+        {
+            "type": "file",
+            "path": "model-00001-of-00002.safetensors",
+            "size": 4980,
+            "lfs": {"oid": "b" * 64, "size": 4980},
+        },
+        {"type": "file", "path": "model.safetensors.index.json", "size": 69100},
+        {"type": "file", "path": "trainer_state.json", "size": 3080000},
+        {"type": "file", "path": "training_args.bin", "size": 7000},
+        {"type": "directory", "path": "images"},
+        {"type": "file", "path": "tokenizer.json", "size": 9080000},
+    ]
+    state.files["/api/models/ICTNLP/Llama-3.1-8B-Omni/tree/main"] = json.dumps(listing).encode()
+    files = hf_repo_files(endpoint=base)
+    assert [f.dest for f in files] == [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+    ]
+    shard = files[1]
+    assert shard.sha256 == "b" * 64 and shard.size == 4980
+    assert shard.url == f"{base}/ICTNLP/Llama-3.1-8B-Omni/resolve/main/model-00001-of-00002.safetensors"
+    assert files[0].sha256 is None  # git blob ids are not sha256 of the content
+
+
+def test_hub_listing_without_index_is_an_error(server: tuple[str, ServerState]) -> None:
+    base, state = server
+    state.files["/api/models/ICTNLP/Llama-3.1-8B-Omni/tree/main"] = b'[{"type":"file","path":"config.json"}]'
+    with pytest.raises(DownloadError, match=r"model\.safetensors\.index\.json"):
+        hf_repo_files(endpoint=base)
+
+
+def test_whisper_is_only_needed_when_the_shards_lack_it(tmp_path: Path) -> None:
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"model.layers.0.mlp.up_proj.weight": "a"}}))
+    assert not index_has_speech_encoder(index)
+    index.write_text(json.dumps({"weight_map": {"model.speech_encoder.conv1.weight": "a"}}))
+    assert index_has_speech_encoder(index)
+    assert store.whisper_file().dest == "models/speech_encoder/large-v3.pt"
+    assert store.whisper_file().url.endswith(f"/{store.WHISPER_SHA256}/large-v3.pt")
