@@ -1,0 +1,232 @@
+"""The engine's language with the outside world: commands in (verbs), events out (nouns).
+
+The GUI (through its bridge), the CLI and tests talk to the engine only through these types.
+All are frozen, slotted dataclasses; events carry the ``turn_id`` they belong to so a consumer can
+drop stale ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+
+class EngineState(str, Enum):
+    """What the engine is doing; the GUI's status line mirrors it."""
+
+    IDLE = "idle"  # no model loaded
+    LOADING = "loading"
+    READY = "ready"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    ERROR = "error"
+
+
+# --------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingOptions:
+    """Units per vocoder chunk: a small first chunk for latency, larger ones later for quality."""
+
+    first_chunk_units: int = 10
+    chunk_units: int = 40
+    lookahead_units: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Everything the user can change while the engine runs (SetOptions)."""
+
+    system_prompt: str | None = None  # None: LLaMA-Omni's default system text
+    temperature: float = 0.0  # 0 = greedy (the reference's default)
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
+    input_device: str | None = None  # device name; None = system default
+    output_device: str | None = None
+    speak_answers: bool = True
+
+
+# -------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class LoadModel:
+    model_dir: Path
+    speech_encoder: Path | None = None
+    vocoder_dir: Path | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    quant: str | None = None  # None: nf4 on CUDA, fp32 on CPU
+
+
+@dataclass(frozen=True, slots=True)
+class StartTurn:
+    """Talk key pressed: start listening (interrupting any answer in progress)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopTurn:
+    """Talk key released: stop listening and answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop whatever is happening (listening, generating, speaking) as fast as possible."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """Forget the conversation so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    """A typed user turn."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetOptions:
+    options: EngineOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+Command = LoadModel | StartTurn | StopTurn | Cancel | NewConversation | SendText | SetOptions | Shutdown
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: EngineState
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProgress:
+    fraction: float  # 0..1
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The model is loaded; ``summary`` describes it (device, quantization, memory)."""
+
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Periodic while recording: input level for the meter and how long the user has spoken."""
+
+    level_dbfs: float
+    elapsed_s: float
+    remaining_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingLimitReached:
+    """Recording stopped by itself at the encoder's 30 s window; the turn goes on with what was heard."""
+
+    limit_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnIgnored:
+    """A press too short or silent to be a question; nothing was sent to the model."""
+
+    reason: str
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    turn_id: int
+    source: str  # "speech" | "text"
+    user_text: str  # the typed text; "" for speech
+    speech_s: float  # duration of the user's recording (0 for typed turns)
+    user_audio: np.ndarray | None = None  # float32 16 kHz, for replaying the question
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Speech the engine handed to the player (also kept by the GUI for replay)."""
+
+    turn_id: int
+    pcm: np.ndarray  # float32 (n_samples,) at 16 kHz
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMetrics:
+    """Per-turn latency breakdown (ms, from key release) and totals."""
+
+    features_ms: float | None = None
+    encoder_ms: float | None = None
+    first_token_ms: float | None = None
+    first_chunk_ms: float | None = None  # first unit chunk vocoded
+    first_audio_ms: float | None = None  # first sample handed to the sound device
+    total_ms: float | None = None
+    n_tokens: int = 0
+    n_units: int = 0
+    audio_s: float = 0.0
+    tokens_per_s: float = 0.0
+    underruns: int = 0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished:
+    turn_id: int
+    text: str
+    interrupted: bool
+    metrics: TurnMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationReset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Something went wrong; the engine is still running. ``kind`` is an EngineError kind."""
+
+    kind: str
+    message: str
+    fix: str | None = None
+    turn_id: int | None = None
+
+
+Event = (
+    StateChanged
+    | LoadProgress
+    | Ready
+    | Listening
+    | RecordingLimitReached
+    | TurnIgnored
+    | TurnStarted
+    | TextDelta
+    | AudioChunk
+    | TurnFinished
+    | ConversationReset
+    | Failed
+)
