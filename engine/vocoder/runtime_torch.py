@@ -1,0 +1,48 @@
+"""PyTorch backend: the model itself (the parity reference, and the fallback without onnxruntime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.errors import DeviceUnavailable
+from engine.vocoder.model import UnitVocoder
+from engine.vocoder.runtime import VocoderRuntime, check_device
+
+
+class TorchVocoderRuntime(VocoderRuntime):
+    """The PyTorch model itself (reference for parity, and the fallback without onnxruntime)."""
+
+    backend = "torch"
+
+    def __init__(self, model: UnitVocoder, device: str = "auto") -> None:
+        check_device(device)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                "CUDA was requested for the vocoder but this PyTorch build cannot use a GPU.",
+                fix="Install the CUDA build of PyTorch or choose the CPU.",
+            )
+        super().__init__(model.config, device, [f"torch-{device}"])
+        self.model: UnitVocoder | None = model.to(device).eval()
+
+    def _model(self) -> UnitVocoder:
+        if self.model is None:
+            raise RuntimeError("this vocoder runtime was closed")
+        return self.model
+
+    def predict_durations(self, units: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.ascontiguousarray(units, dtype=np.int64)).to(self.device)
+            return self._model().durations(tensor.view(1, -1)).view(-1).cpu().numpy()
+
+    def generate(self, frame_units: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.ascontiguousarray(frame_units, dtype=np.int64)).to(self.device)
+            return self._model().generate(tensor.view(1, -1)).view(-1).float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
