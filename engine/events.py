@@ -50,6 +50,7 @@ class EngineOptions:
     input_device: str | None = None  # device name; None = system default
     output_device: str | None = None
     speak_answers: bool = True
+    earcons: bool = True  # short tones when listening starts and stops
 
 
 # -------------------------------------------------------------------------------------- commands
@@ -97,11 +98,20 @@ class SetOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Play a clip on the speaker (replaying an answer or a question); a press interrupts it."""
+
+    pcm: np.ndarray  # float32 (n_samples,) at 16 kHz
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
 
-Command = LoadModel | StartTurn | StopTurn | Cancel | NewConversation | SendText | SetOptions | Shutdown
+Command = (
+    LoadModel | StartTurn | StopTurn | Cancel | NewConversation | SendText | SetOptions | PlayAudio | Shutdown
+)
 
 
 # ---------------------------------------------------------------------------------------- events

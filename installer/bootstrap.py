@@ -265,6 +265,7 @@ def ensure_environment(extras: Sequence[str]) -> Path:
         _say(f"creating virtual environment in {VENV_DIR}")
         _check([sys.executable, "-m", "venv", VENV_DIR])
     choice = choose_torch(platform.system(), platform.machine(), detect_nvidia(), os.environ.get(TORCH_ENV))
+    extras = extras_for(choice, extras)
     fingerprint = install_fingerprint(
         (ROOT / "pyproject.toml").read_bytes(), choice, extras, platform.python_version()
     )
@@ -288,6 +289,14 @@ def _run_child(cmd: Sequence[str | Path]) -> int:
         return subprocess.run([str(c) for c in cmd], cwd=ROOT).returncode
     except KeyboardInterrupt:
         return 130
+
+
+def extras_for(choice: TorchChoice, wanted: Sequence[str]) -> list[str]:
+    """Project extras to install: ``wanted`` plus ``cuda`` (onnxruntime's CUDA libraries) on a CUDA build."""
+    extras = list(wanted)
+    if choice.requirement == CUDA_TORCH:
+        extras.append("cuda")
+    return extras
 
 
 def main(argv: Sequence[str] | None = None) -> int:

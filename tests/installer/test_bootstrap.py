@@ -14,6 +14,7 @@ from installer.bootstrap import (
     TorchChoice,
     choose_torch,
     cuda_tag_for,
+    extras_for,
     install_fingerprint,
     missing_apt_packages,
     parse_nvidia_smi,
@@ -139,3 +140,11 @@ def test_missing_apt_packages(monkeypatch: pytest.MonkeyPatch) -> None:
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="no packages found")
 
     assert missing_apt_packages(["xvfb", "espeak-ng", "sox"], run=fake_run) == ["espeak-ng", "sox"]
+
+
+def test_cuda_builds_also_get_onnxruntimes_cuda_libraries() -> None:
+    cuda = choose_torch("Windows", "AMD64", RTX, None)
+    cpu = choose_torch("Linux", "x86_64", None, None)
+    assert extras_for(cuda, ["dev"]) == ["dev", "cuda"]
+    assert extras_for(cpu, ["dev"]) == ["dev"]
+    assert extras_for(cpu, []) == []

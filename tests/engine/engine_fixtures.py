@@ -1,0 +1,157 @@
+"""Helpers to drive the engine thread in tests: a scripted model, event recording, a fake speaker clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.events import Event, LoadModel
+from engine.pipeline import LoadedModel, Stage, Step, TurnRequest
+from engine.vocoder.api import load_vocoder_runtime
+from engine.vocoder.checkpoint import write_tiny_vocoder
+from tests.engine.audio_fixtures import FakeBackend
+
+ANSWER = [
+    ("The", (5, 7, 9)),
+    (" capital", (9, 11, 13, 15)),
+    (" is", (17,)),
+    (" Paris", (19, 21, 23, 25)),
+    (".", (27, 29)),
+    ("", ()),
+]
+
+
+@dataclass
+class ScriptedModel:
+    """A ModelBackend that answers every turn with ``steps`` (text delta, units), ``step_s`` apart."""
+
+    steps: list[tuple[str, tuple[int, ...]]] = field(default_factory=lambda: list(ANSWER))
+    step_s: float = 0.0
+    requests: list[TurnRequest] = field(default_factory=list)
+    kept_prefix: list[int] = field(default_factory=list)
+    resets: int = 0
+    yield_times: list[float] = field(default_factory=list)  # perf_counter of every Step handed out
+    closed: bool = False
+
+    @property
+    def summary(self) -> str:
+        return "scripted test model"
+
+    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[Stage | Step]:
+        self.requests.append(request)
+        yield Stage("features")
+        yield Stage("encoder")
+        yield Stage("prefill")
+        for text, units in self.steps:
+            if should_stop():
+                return
+            if self.step_s:
+                time.sleep(self.step_s)
+            self.yield_times.append(time.perf_counter())
+            yield Step(text, units)
+
+    def keep_spoken_prefix(self, n_tokens: int) -> None:
+        self.kept_prefix.append(n_tokens)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EventLog:
+    """Thread-safe record of engine events with waiting helpers."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def of(self, kind: type) -> list:
+        with self._cond:
+            return [e for e in self.events if isinstance(e, kind)]
+
+    def mark(self) -> int:
+        """A position in the log: pass it as ``since`` to wait only for later events."""
+        with self._cond:
+            return len(self.events)
+
+    def wait_for(
+        self,
+        kind: type,
+        predicate: Callable[[Event], bool] = lambda e: True,
+        timeout_s: float = 30.0,
+        since: int = 0,
+    ):
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for event in self.events[since:]:
+                    if isinstance(event, kind) and predicate(event):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    names = [type(e).__name__ for e in self.events]
+                    raise AssertionError(f"no {kind.__name__} within {timeout_s} s; got {names}")
+                self._cond.wait(left)
+
+
+def tiny_vocoder_loader(folder: Path, model: ScriptedModel) -> Callable[[LoadModel, Callable], LoadedModel]:
+    """A model loader giving the scripted model and a real tiny vocoder (PyTorch runtime)."""
+    vocoder_dir = write_tiny_vocoder(folder / "vocoder")
+
+    def load(command: LoadModel, progress: Callable[[float, str], None]) -> LoadedModel:
+        progress(0.5, "loading scripted model")
+        runtime = load_vocoder_runtime(vocoder_dir, device="cpu", backend="torch")
+        progress(1.0, "done")
+        return LoadedModel(model=model, vocoder=runtime)
+
+    return load
+
+
+class SpeakerClock:
+    """Pulls output blocks from the fake backend's newest output stream in real time, keeping them."""
+
+    def __init__(self, backend: FakeBackend, realtime: bool = True) -> None:
+        self.backend = backend
+        self.realtime = realtime
+        self.chunks: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SpeakerClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            outputs = [s for s in self.backend.streams if s.direction == "output" and s.active]
+            if not outputs:
+                time.sleep(0.005)
+                continue
+            stream = outputs[-1]
+            block = stream.pull(1)
+            self.chunks.append(block.mean(axis=1))
+            if self.realtime:
+                time.sleep(stream.block_frames / stream.rate_hz)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+    def nonsilent_s(self, rate_hz: int = 48_000, threshold: float = 1e-4) -> float:
+        audio = self.audio()
+        return float(np.count_nonzero(np.abs(audio) > threshold)) / rate_hz

@@ -1,0 +1,343 @@
+"""The engine thread with a scripted model, a real tiny vocoder, and a fake sound device."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.audio.capture import Recorder, RecorderOptions
+from engine.audio.playback import Player
+from engine.audio.resample import resample
+from engine.audio.vad import SpeechDetector
+from engine.engine import Engine
+from engine.errors import ModelCorrupt
+from engine.events import (
+    AudioChunk,
+    Cancel,
+    ChunkingOptions,
+    ConversationReset,
+    EngineOptions,
+    EngineState,
+    Failed,
+    Listening,
+    LoadModel,
+    LoadProgress,
+    NewConversation,
+    PlayAudio,
+    Ready,
+    RecordingLimitReached,
+    SendText,
+    SetOptions,
+    StartTurn,
+    StateChanged,
+    StopTurn,
+    TextDelta,
+    TurnFinished,
+    TurnIgnored,
+    TurnStarted,
+)
+from tests.engine.audio_fixtures import FakeBackend, espeak_wav, read_wav
+from tests.engine.engine_fixtures import ANSWER, EventLog, ScriptedModel, SpeakerClock, tiny_vocoder_loader
+
+DEVICE_RATE_HZ = 48_000
+
+
+class Harness:
+    def __init__(
+        self,
+        tmp_path: Path,
+        model: ScriptedModel,
+        recorder_options: RecorderOptions | None = None,
+        no_devices: bool = False,
+    ) -> None:
+        self.backend = FakeBackend(devices=[]) if no_devices else FakeBackend()
+        self.model = model
+        self.log = EventLog()
+        self.engine = Engine(
+            self.log,
+            model_loader=tiny_vocoder_loader(tmp_path, model),
+            recorder_factory=lambda device, **kw: Recorder(
+                device, backend=self.backend, options=recorder_options, **kw
+            ),
+            player_factory=lambda device: Player(device, backend=self.backend),
+            speech_detector=SpeechDetector(use_model=False),
+            options=EngineOptions(chunking=ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)),
+        )
+        self.engine.start()
+
+    def load(self) -> None:
+        self.engine.send(LoadModel(model_dir=Path("unused")))
+        self.log.wait_for(Ready)
+
+    def press(self) -> None:
+        """Press the talk key and wait until this press is listening (the mic stream stays open)."""
+        mark = self.log.mark()
+        self.engine.send(StartTurn())
+        self.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING, since=mark)
+
+    def input_stream(self):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            inputs = [s for s in self.backend.streams if s.direction == "input" and s.active]
+            if inputs:
+                return inputs[-1]
+            time.sleep(0.005)
+        raise AssertionError("the engine never opened the microphone")
+
+    def speak(self, audio16k: np.ndarray) -> None:
+        """Feed a take through the fake microphone at its native rate, stereo."""
+        stream = self.input_stream()
+        native = resample(audio16k, 16_000, stream.rate_hz)
+        stream.push(np.repeat(native[:, None], stream.channels, axis=1))
+
+
+@pytest.fixture
+def question(tmp_path: Path) -> np.ndarray:
+    audio, rate = read_wav(espeak_wav("What is the capital of France?", tmp_path))
+    assert rate == 16_000
+    return audio
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path, ScriptedModel())
+    yield h
+    h.engine.shutdown()
+
+
+def test_load_reports_progress_and_ready(harness: Harness) -> None:
+    harness.load()
+    assert [p.fraction for p in harness.log.of(LoadProgress)] == [0.5, 1.0]
+    states = [e.state for e in harness.log.of(StateChanged)]
+    assert states[:2] == [EngineState.LOADING, EngineState.READY]
+    assert harness.engine.state is EngineState.READY
+
+
+def test_typed_turn_streams_text_and_speaks(harness: Harness) -> None:
+    harness.load()
+    with SpeakerClock(harness.backend) as speaker:
+        harness.engine.send(SendText("  What is the capital of France?  "))
+        done = harness.log.wait_for(TurnFinished)
+    assert harness.model.requests[0].text == "What is the capital of France?"
+    started = harness.log.of(TurnStarted)[0]
+    assert started.source == "text" and started.turn_id == done.turn_id
+    assert "".join(d.text for d in harness.log.of(TextDelta)) == "The capital is Paris."
+    assert done.text == "The capital is Paris." and not done.interrupted
+    chunks = harness.log.of(AudioChunk)
+    total_units = sum(len(u) for _, u in ANSWER)
+    assert done.metrics.n_tokens == len(ANSWER) and done.metrics.n_units == total_units
+    produced_s = sum(c.pcm.size for c in chunks) / 16_000
+    assert produced_s == pytest.approx(done.metrics.audio_s) and produced_s > 0
+    # Adaptive chunking: the first chunk covers fewer units (shorter) than the following ones.
+    assert len(chunks) >= 3 and chunks[0].pcm.size < chunks[1].pcm.size
+    # The speaker really received the speech (at the device rate), nothing lost.
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) == pytest.approx(produced_s, abs=0.05)
+    m = done.metrics
+    assert m.first_token_ms is not None and m.first_chunk_ms is not None and m.first_audio_ms is not None
+    assert m.first_token_ms <= m.first_chunk_ms <= m.total_ms  # type: ignore[operator]
+    assert harness.engine.state is EngineState.READY
+
+
+def test_speech_turn_records_resamples_and_answers(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    with SpeakerClock(harness.backend):
+        harness.engine.send(StartTurn())
+        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        harness.speak(question)
+        harness.log.wait_for(Listening)
+        harness.engine.send(StopTurn())
+        done = harness.log.wait_for(TurnFinished)
+    request = harness.model.requests[0]
+    assert request.text is None and request.audio is not None
+    assert request.audio.size == pytest.approx(question.size, rel=0.02)
+    started = harness.log.of(TurnStarted)[0]
+    assert started.source == "speech" and started.speech_s == pytest.approx(question.size / 16_000, rel=0.02)
+    assert done.metrics.features_ms is not None and done.metrics.encoder_ms is not None
+
+
+def test_short_and_silent_presses_are_ignored_without_a_model_call(harness: Harness) -> None:
+    harness.load()
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(np.full(1600, 0.3, dtype=np.float32))  # 0.1 s
+    harness.engine.send(StopTurn())
+    ignored = harness.log.wait_for(TurnIgnored)
+    assert ignored.reason == "too_short" and "Hold the talk key" in ignored.hint
+
+    harness.press()
+    harness.speak(np.random.default_rng(0).normal(0, 1e-4, 16_000).astype(np.float32))  # 1 s of hiss
+    harness.engine.send(StopTurn())
+    ignored = harness.log.wait_for(TurnIgnored, lambda e: e.reason == "no_speech")
+    assert "microphone" in ignored.hint
+    assert harness.model.requests == []
+
+
+def test_barge_in_stops_speech_and_generation_and_keeps_what_was_heard(tmp_path: Path) -> None:
+    steps = [(f" word{i}", (i % 900, (i + 1) % 900, (i + 2) % 900)) for i in range(60)]
+    h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=0.03))
+    try:
+        h.load()
+        with SpeakerClock(h.backend):
+            h.engine.send(SendText("Tell me a long story"))
+            h.log.wait_for(AudioChunk)
+            time.sleep(0.3)
+            pressed = time.perf_counter()
+            h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
+            done = h.log.wait_for(TurnFinished)
+            h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        assert done.interrupted
+        # Generation stopped at the next token: at most one more token after the press.
+        assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
+        assert done.metrics.n_tokens < len(steps)
+        # The conversation keeps only what the user heard (less than what was generated).
+        (kept,) = h.model.kept_prefix
+        assert 0 <= kept < done.metrics.n_tokens
+        # Nothing more of the interrupted answer is vocoded once the turn has ended.
+        chunks_at_end = len(h.log.of(AudioChunk))
+        time.sleep(0.3)
+        assert len(h.log.of(AudioChunk)) == chunks_at_end
+    finally:
+        h.engine.shutdown()
+
+
+def test_cancel_while_listening_discards_the_take(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question)
+    harness.engine.send(Cancel())
+    harness.log.wait_for(StateChanged, lambda e: e.detail == "cancelled")
+    harness.engine.send(StopTurn())  # a late key release after Esc does nothing
+    time.sleep(0.2)
+    assert harness.model.requests == [] and harness.log.of(TurnStarted) == []
+
+
+def test_talking_without_a_model_says_what_to_do(harness: Harness) -> None:
+    harness.engine.send(StartTurn())
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "model_missing" and failed.fix and "Settings" in failed.fix
+    assert harness.engine.state is EngineState.IDLE
+
+
+def test_missing_microphone_is_reported_and_typing_still_works(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, ScriptedModel(), no_devices=True)  # no sound card at all
+    harness.load()
+    assert harness.backend.streams == []
+    harness.engine.send(StartTurn())
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "audio_device"
+    harness.engine.send(SendText("hello"))
+    done = harness.log.wait_for(TurnFinished)
+    assert done.text == "The capital is Paris."
+    # Without a speaker the answer still arrives as text, with a clear event about the speaker.
+    assert any(f.kind == "audio_device" and f.turn_id == done.turn_id for f in harness.log.of(Failed))
+    harness.engine.shutdown()
+
+
+def test_microphone_unplugged_mid_turn(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question[:8000])
+    harness.input_stream().die()
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "audio_device"
+    assert harness.model.requests == []
+    # Plugged back in: the next press works.
+    harness.engine.send(StartTurn())
+    deadline = time.monotonic() + 10
+    while sum(e.state is EngineState.LISTENING for e in harness.log.of(StateChanged)) < 2:
+        assert time.monotonic() < deadline, "the second press never started listening"
+        time.sleep(0.01)
+    assert harness.input_stream().active
+
+
+def test_recording_stops_at_the_limit_and_the_turn_goes_on(tmp_path: Path, question: np.ndarray) -> None:
+    h = Harness(tmp_path, ScriptedModel(), recorder_options=RecorderOptions(max_recording_s=1.0))
+    try:
+        h.load()
+        h.engine.send(StartTurn())
+        h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        h.speak(np.concatenate([question, question]))
+        limit = h.log.wait_for(RecordingLimitReached)
+        assert limit.limit_s == 30.0
+        h.log.wait_for(TurnFinished)
+        assert h.model.requests[0].audio.size == 16_000  # type: ignore[union-attr]
+    finally:
+        h.engine.shutdown()
+
+
+def test_failed_load_is_reported_and_engine_stays_up(tmp_path: Path) -> None:
+    log = EventLog()
+
+    def broken_loader(command: LoadModel, progress):  # type: ignore[no-untyped-def]
+        raise ModelCorrupt("Shard is truncated.", path=command.model_dir, fix="Download the model again.")
+
+    engine = Engine(log, model_loader=broken_loader, speech_detector=SpeechDetector(use_model=False))
+    engine.start()
+    try:
+        engine.send(LoadModel(model_dir=tmp_path / "omni"))
+        failed = log.wait_for(Failed)
+        assert failed.kind == "model_corrupt" and failed.fix == "Download the model again."
+        log.wait_for(StateChanged, lambda e: e.state is EngineState.IDLE)
+        engine.send(NewConversation())
+        log.wait_for(ConversationReset)
+    finally:
+        engine.shutdown()
+
+
+def test_new_conversation_and_options(harness: Harness) -> None:
+    harness.load()
+    harness.engine.send(NewConversation())
+    harness.log.wait_for(ConversationReset)
+    assert harness.model.resets == 1
+    options = replace(harness.engine.options, temperature=0.8, speak_answers=False)
+    harness.engine.send(SetOptions(options))
+    harness.engine.send(SendText("hi"))
+    harness.log.wait_for(TurnFinished)
+    assert harness.model.requests[-1].options.temperature == 0.8
+    assert harness.log.of(AudioChunk) == []  # speech switched off: text only
+
+
+def test_empty_typed_turn_is_refused(harness: Harness) -> None:
+    harness.load()
+    harness.engine.send(SendText("   "))
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "bad_input"
+    assert harness.model.requests == []
+
+
+def test_earcons_and_replay_reach_the_speaker(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    with SpeakerClock(harness.backend) as speaker:
+        harness.engine.send(StartTurn())
+        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        deadline = time.monotonic() + 5
+        while speaker.nonsilent_s(DEVICE_RATE_HZ) < 0.05:  # the "listening" tone
+            assert time.monotonic() < deadline, "no listening earcon"
+            time.sleep(0.01)
+        harness.engine.send(Cancel())
+        clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
+        before = speaker.nonsilent_s(DEVICE_RATE_HZ)
+        mark = harness.log.mark()
+        harness.engine.send(PlayAudio(clip))
+        harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+        harness.log.wait_for(
+            StateChanged, lambda e: e.state is EngineState.READY and not e.detail, timeout_s=10, since=mark
+        )
+        assert speaker.nonsilent_s(DEVICE_RATE_HZ) - before == pytest.approx(1.0, abs=0.05)
+
+
+def test_earcons_can_be_switched_off(harness: Harness) -> None:
+    harness.load()
+    harness.engine.send(SetOptions(replace(harness.engine.options, earcons=False)))
+    with SpeakerClock(harness.backend) as speaker:
+        harness.engine.send(StartTurn())
+        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        time.sleep(0.3)
+        assert speaker.nonsilent_s(DEVICE_RATE_HZ) == 0.0
