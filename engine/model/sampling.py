@@ -1,0 +1,28 @@
+"""Next-token choice: greedy (temperature 0, the reference's default) or temperature + top-p."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.config import DecodeOptions
+
+
+def make_generator(options: DecodeOptions, device: torch.device) -> torch.Generator | None:
+    if options.temperature == 0 or options.seed is None:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(options.seed)
+    return gen
+
+
+def pick_token(logits: torch.Tensor, options: DecodeOptions, generator: torch.Generator | None = None) -> int:
+    """logits: float32 (vocab,) -> token id."""
+    if options.temperature == 0:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(logits / options.temperature, dim=-1)
+    if options.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(before >= options.top_p, 0.0)  # keep the nucleus
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
