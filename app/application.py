@@ -1,4 +1,4 @@
-"""Builds the Qt application and the main window; one place for start-up and clean shutdown."""
+"""Builds settings, the engine bridge and the main window; one place for start-up and clean shutdown."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
+from app import settings as settings_store
+from app.bridge import EngineBridge, EngineFactory
 from app.main_window import MainWindow
+from app.settings import AppSettings
+from app.settings_dialog import SettingsDialog
+from app.setup_wizard import SetupWizard
 from engine.paths import APP_NAME
 from engine.version import __version__
 
@@ -29,8 +35,7 @@ def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
             QMessageBox.critical(
                 window,
                 "OmniTalk: unexpected error",
-                f"{exc_type.__name__}: {exc}\n\nOmniTalk keeps running. Details are in the log "
-                "(Help → Show logs).",
+                f"{exc_type.__name__}: {exc}\n\nOmniTalk keeps running. Details are in the log (Help → Show logs).",
             )
 
     sys.excepthook = hook
@@ -44,14 +49,101 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+class Controller:
+    """Owns settings, the bridge and the window; saves settings and starts the model load."""
+
+    def __init__(self, args: argparse.Namespace, engine_factory: EngineFactory | None = None) -> None:
+        self.args = args
+        loaded = settings_store.load(getattr(args, "settings", None))
+        self.settings_path = loaded.path
+        self.settings = _with_command_line(loaded.settings, args)
+        self.settings_warning = loaded.warning
+        self.bridge = EngineBridge(engine_factory)
+        self.bridge.set_options(self.settings.engine_options())
+        self.window = MainWindow(self.bridge, self.settings)
+        self.window.settingsRequested.connect(self.open_settings)
+
+    def start(self) -> None:
+        """Runs once the event loop is up: tell about bad settings, then load the model if we know one."""
+        if self.settings_warning:
+            QMessageBox.warning(self.window, "OmniTalk settings", self.settings_warning)
+        if self.settings.model_dir:
+            self.load_model()
+        else:
+            self.open_setup()
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self.window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.update_settings(dialog.result_settings()))
+        dialog.open()
+
+    def open_setup(self) -> None:
+        wizard = SetupWizard(self.window)
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        wizard.accepted.connect(lambda: self._setup_done(wizard))
+        wizard.open()
+
+    def _setup_done(self, wizard: SetupWizard) -> None:
+        paths = wizard.model_paths()
+        self.update_settings(
+            self.settings.replace(
+                model_dir=str(paths.model_dir),
+                speech_encoder=str(paths.speech_encoder) if paths.speech_encoder else None,
+                vocoder_dir=str(paths.vocoder_dir),
+                licence_accepted=self.settings.licence_accepted or wizard.licence_accepted(),
+                quant=wizard.recommended_quant() or self.settings.quant,
+            )
+        )  # the model folder changed, so update_settings starts loading it
+
+    def load_model(self) -> None:
+        s = self.settings
+        assert s.model_dir
+        self.bridge.load_model(
+            Path(s.model_dir),
+            Path(s.speech_encoder) if s.speech_encoder else None,
+            Path(s.vocoder_dir) if s.vocoder_dir else None,
+            device=s.gpu,
+            quant=s.quant,
+        )
+
+    def update_settings(self, new: AppSettings) -> None:
+        old, self.settings = self.settings, new
+        try:
+            settings_store.save(new, self.settings_path)
+        except OSError as exc:
+            QMessageBox.warning(self.window, "OmniTalk settings", f"Settings could not be saved: {exc}")
+        self.window.apply_settings(new)
+        self.bridge.set_options(new.engine_options())
+        model_fields = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu", "adapter_dir")
+        if new.model_dir and any(getattr(old, f) != getattr(new, f) for f in model_fields):
+            self.load_model()
+
+    def shutdown(self) -> None:
+        self.bridge.shutdown()
+
+
+def _with_command_line(settings: AppSettings, args: argparse.Namespace) -> AppSettings:
+    """--model / --speech-encoder / --vocoder override the saved model for this run."""
+    changes = {}
+    for name in ("model", "speech_encoder", "vocoder"):
+        value = getattr(args, name, None)
+        if value is not None:
+            field = {"model": "model_dir", "speech_encoder": "speech_encoder", "vocoder": "vocoder_dir"}[name]
+            changes[field] = str(Path(value).expanduser().resolve())
+    return settings.replace(**changes) if changes else settings
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the GUI and block in the Qt event loop until the window closes; return the exit code."""
     app = create_app()
-    window = MainWindow()
-    _install_excepthook(lambda: window)
-    window.show()
+    controller = Controller(args)
+    _install_excepthook(lambda: controller.window)
+    controller.window.show()
     # Let the window paint first; anything slow starts after the event loop runs.
-    QTimer.singleShot(0, window.on_started)
+    QTimer.singleShot(0, controller.start)
+    QTimer.singleShot(0, controller.window.on_started)
+    app.aboutToQuit.connect(controller.shutdown)
     code = app.exec()
     logger.info("OmniTalk exiting with code %s", code)
     return int(code)

@@ -1,6 +1,6 @@
-"""The main window: push-to-talk button, status, transcript, a text box, menus.
+"""The main window: push-to-talk button and hotkey, status that is always true, live transcript, text box.
 
-This is the shell that later features (engine bridge, settings, setup wizard) plug into.
+All engine work goes through the bridge; every handler here returns at once.
 """
 
 from __future__ import annotations
@@ -9,27 +9,45 @@ import importlib.metadata
 import logging
 import platform
 
-from PySide6.QtCore import QUrl
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMessageBox,
+    QProgressBar,
     QPushButton,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
+from app.bridge import EngineBridge
+from app.settings import AppSettings
+from app.transcript import TranscriptView
+from engine.events import EngineState, Failed, StateChanged, TurnFinished, TurnStarted
 from engine.paths import log_dir
 from engine.version import __version__
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TALK_KEY = "F9"
-WINDOW_SIZE_PX = (560, 680)
+WINDOW_SIZE_PX = (600, 720)
+METER_FLOOR_DBFS = -60.0
+
+FAILURE_TITLES = {
+    "model_missing": "Model not found",
+    "model_corrupt": "Model files damaged",
+    "model_incompatible": "Not a LLaMA-Omni model",
+    "not_enough_memory": "Not enough memory",
+    "audio_device": "Audio device problem",
+    "bad_input": "Cannot use that input",
+    "disk_full": "Disk full",
+    "download": "Download failed",
+    "device_unavailable": "GPU not available",
+}
 
 
 def _package_version(name: str) -> str:
@@ -53,43 +71,94 @@ def about_text() -> str:
     return "\n".join(f"{name}: {version}" for name, version in rows)
 
 
+def key_matches(event: QKeyEvent, sequence: str) -> bool:
+    """Exact match of a key event against a one-key sequence such as "F9" or "Ctrl+Space"."""
+    keys = QKeySequence(sequence)
+    if keys.count() == 0:
+        return False
+    combo = keys[0]
+    modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+    return event.key() == combo.key() and modifiers == combo.keyboardModifiers()
+
+
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    settingsRequested = Signal()
+
+    def __init__(self, bridge: EngineBridge | None = None, settings: AppSettings | None = None) -> None:
         super().__init__()
+        self.bridge = bridge
+        self.settings = settings or AppSettings()
         self.setWindowTitle("OmniTalk")
         self.resize(*WINDOW_SIZE_PX)
+        self._state = EngineState.IDLE
+        self._talk_down = False  # the talk key/button is held (or toggled on)
+        self._model_ready = False
 
         self.status_label = QLabel("No model loaded")
         self.status_label.setObjectName("status")
-        self.talk_button = QPushButton(f"Hold to talk  ({DEFAULT_TALK_KEY})")
+        self.status_label.setWordWrap(True)
+        self.level_meter = QProgressBar()
+        self.level_meter.setObjectName("levelMeter")
+        self.level_meter.setRange(0, 100)
+        self.level_meter.setTextVisible(False)
+        self.level_meter.setMaximumHeight(10)
+        self.level_meter.hide()
+        self.talk_button = QPushButton()
         self.talk_button.setObjectName("talkButton")
         self.talk_button.setMinimumHeight(96)
-        self.talk_button.setEnabled(False)
-        self.talk_button.setToolTip("Available once a model is loaded")
-        self.transcript = QTextBrowser()
-        self.transcript.setObjectName("transcript")
-        self.transcript.setPlaceholderText("Your conversation appears here.")
+        self.talk_button.pressed.connect(self._button_pressed)
+        self.talk_button.released.connect(self._button_released)
+        self.stop_button = QPushButton("Stop (Esc)")
+        self.stop_button.setObjectName("stopButton")
+        self.stop_button.clicked.connect(self.cancel)
+        self.new_button = QPushButton("New conversation")
+        self.new_button.clicked.connect(self.new_conversation)
+        self.transcript = TranscriptView()
+        self.transcript.replayRequested.connect(self._replay)
         self.text_input = QLineEdit()
-        self.text_input.setPlaceholderText("…or type a question")
-        self.text_input.setEnabled(False)
+        self.text_input.setPlaceholderText("…or type a question and press Enter")
+        self.text_input.returnPressed.connect(self.send_typed)
         self.send_button = QPushButton("Send")
-        self.send_button.setEnabled(False)
+        self.send_button.clicked.connect(self.send_typed)
 
+        controls = QHBoxLayout()
+        controls.addWidget(self.stop_button)
+        controls.addStretch(1)
+        controls.addWidget(self.new_button)
         typing_row = QHBoxLayout()
         typing_row.addWidget(self.text_input, 1)
         typing_row.addWidget(self.send_button)
         layout = QVBoxLayout()
         layout.addWidget(self.status_label)
+        layout.addWidget(self.level_meter)
         layout.addWidget(self.talk_button)
+        layout.addLayout(controls)
         layout.addWidget(self.transcript, 1)
         layout.addLayout(typing_row)
         central = QWidget()
         central.setLayout(layout)
         self.setCentralWidget(central)
         self._build_menus()
+        self._connect_bridge()
+        self.apply_settings(self.settings)
+        self._show_state(EngineState.IDLE)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    # ----------------------------------------------------------------- construction
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
+        self.new_action = QAction("&New conversation", self)
+        self.new_action.setShortcut(QKeySequence.StandardKey.New)
+        self.new_action.triggered.connect(self.new_conversation)
+        file_menu.addAction(self.new_action)
+        self.settings_action = QAction("&Settings…", self)
+        self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.settings_action.triggered.connect(self.settingsRequested)
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         self.quit_action.triggered.connect(self.close)
@@ -103,12 +172,177 @@ class MainWindow(QMainWindow):
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
 
-    def on_started(self) -> None:
-        """Called once the event loop runs (the window is visible)."""
-        logger.info("Main window shown")
+    def _connect_bridge(self) -> None:
+        bridge = self.bridge
+        if bridge is None:
+            return
+        bridge.stateChanged.connect(self._on_state)
+        bridge.loadProgress.connect(self._on_load_progress)
+        bridge.ready.connect(self._on_ready)
+        bridge.listening.connect(self._on_listening)
+        bridge.recordingLimit.connect(
+            lambda limit_s: self._set_status(f"Stopped listening at {limit_s:.0f} s (the model hears 30 s at most).")
+        )
+        bridge.turnIgnored.connect(lambda reason, hint: self._set_status(hint))
+        bridge.turnStarted.connect(self._on_turn_started)
+        bridge.textDelta.connect(self.transcript.append_text)
+        bridge.audioChunk.connect(self.transcript.append_audio)
+        bridge.turnFinished.connect(self._on_turn_finished)
+        bridge.conversationReset.connect(self.transcript.clear)
+        bridge.failed.connect(self._on_failed)
+
+    def apply_settings(self, settings: AppSettings) -> None:
+        self.settings = settings
+        mode = "Hold to talk" if settings.hold_to_talk else "Click to talk"
+        self.talk_button.setText(f"{mode}  ({settings.talk_key})")
+        self.talk_button.setCheckable(not settings.hold_to_talk)
+
+    # ---------------------------------------------------------------- user actions
+
+    def talk_pressed(self) -> None:
+        if self._talk_down:
+            return
+        self._talk_down = True
+        if self.bridge is not None:
+            self.bridge.press()
+
+    def talk_released(self) -> None:
+        if not self._talk_down:
+            return
+        self._talk_down = False
+        if self.bridge is not None:
+            self.bridge.release()
+
+    def _button_pressed(self) -> None:
+        if self.settings.hold_to_talk:
+            self.talk_pressed()
+
+    def _button_released(self) -> None:
+        if self.settings.hold_to_talk or self._talk_down:
+            self.talk_released()
+        else:
+            self.talk_pressed()
+        self.talk_button.setChecked(self._talk_down and not self.settings.hold_to_talk)
+
+    def cancel(self) -> None:
+        self._talk_down = False
+        self.talk_button.setChecked(False)
+        if self.bridge is not None:
+            self.bridge.cancel()
+
+    def new_conversation(self) -> None:
+        if self.bridge is not None:
+            self.bridge.cancel()
+            self.bridge.new_conversation()
+
+    def send_typed(self) -> None:
+        text = self.text_input.text().strip()
+        if not text or self.bridge is None:
+            return
+        self.bridge.cancel()
+        self.bridge.send_text(text)
+        self.text_input.clear()
+
+    def _replay(self, pcm: object) -> None:
+        if self.bridge is not None and pcm is not None:
+            self.bridge.cancel()
+            self.bridge.play(pcm)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """The talk key works anywhere in the window (also while typing); auto-repeat is ignored."""
+        if event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self.isActiveWindow():
+            key_event: QKeyEvent = event  # type: ignore[assignment]
+            if key_matches(key_event, self.settings.talk_key):
+                if not key_event.isAutoRepeat():
+                    if event.type() == QEvent.Type.KeyPress:
+                        if self.settings.hold_to_talk or not self._talk_down:
+                            self.talk_pressed()
+                        else:
+                            self.talk_released()
+                    elif self.settings.hold_to_talk:
+                        self.talk_released()
+                return True
+            if event.type() == QEvent.Type.KeyPress and key_event.key() == Qt.Key.Key_Escape:
+                self.cancel()
+                return True
+        return super().eventFilter(watched, event)
+
+    # ------------------------------------------------------------ engine -> window
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _on_state(self, event: StateChanged) -> None:
+        self._show_state(event.state, event.detail)
+
+    def _show_state(self, state: EngineState, detail: str = "") -> None:
+        self._state = state
+        key = self.settings.talk_key
+        texts = {
+            EngineState.IDLE: "No model loaded. Open File → Settings to choose or download one.",
+            EngineState.LOADING: "Loading the model…",
+            EngineState.READY: f"Ready. Hold {key} (or the button) and speak.",
+            EngineState.LISTENING: "Listening…",
+            EngineState.THINKING: "Thinking…",
+            EngineState.SPEAKING: "Speaking… (Esc to stop)",
+            EngineState.ERROR: detail or "Something went wrong.",
+        }
+        # A READY/IDLE that carries a reason keeps the message the reason's own event just showed.
+        keeps_message = state in (EngineState.READY, EngineState.IDLE) and detail and detail != "cancelled"
+        if not keeps_message:
+            self._set_status(texts[state])
+        self.level_meter.setVisible(state is EngineState.LISTENING)
+        busy = state in (EngineState.LISTENING, EngineState.THINKING, EngineState.SPEAKING)
+        self.stop_button.setEnabled(busy)
+        usable = self._model_ready and state is not EngineState.LOADING
+        self.talk_button.setEnabled(usable)
+        self.text_input.setEnabled(usable)
+        self.send_button.setEnabled(usable)
+        self.new_button.setEnabled(usable)
+        self.talk_button.setToolTip("" if usable else "Available once a model is loaded")
+
+    def _on_load_progress(self, fraction: float, message: str) -> None:
+        self._set_status(f"Loading the model… {fraction * 100:.0f}%  {message}")
+
+    def _on_ready(self, summary: str) -> None:
+        self._model_ready = True
+        self.status_label.setToolTip(summary)
+        logger.info("Model ready: %s", summary)
+        self._show_state(EngineState.READY)
+
+    def _on_listening(self, level_dbfs: float, elapsed_s: float, remaining_s: float) -> None:
+        fill = (max(level_dbfs, METER_FLOOR_DBFS) - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS
+        self.level_meter.setValue(round(100 * fill))
+        self._set_status(f"Listening… {remaining_s:.0f} s left")
+
+    def _on_turn_started(self, started: TurnStarted) -> None:
+        self.transcript.start_turn(started)
+
+    def _on_turn_finished(self, finished: TurnFinished) -> None:
+        self.transcript.finish_turn(finished)
+
+    def _on_failed(self, failed: Failed) -> None:
+        title = FAILURE_TITLES.get(failed.kind, "Something went wrong")
+        text = f"{title}: {failed.message}"
+        if failed.fix:
+            text += f"\n{failed.fix}"
+        self._set_status(text)
+        logger.warning("Engine reported %s: %s", failed.kind, failed.message)
+
+    # ---------------------------------------------------------------------- help
 
     def show_logs(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About OmniTalk", about_text())
+
+    def on_started(self) -> None:
+        """Called once the event loop runs (the window is visible)."""
+        logger.info("Main window shown")
+
+    def closeEvent(self, event):  # type: ignore[no-untyped-def]
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        super().closeEvent(event)

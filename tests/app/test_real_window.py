@@ -15,12 +15,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 WINDOW_TIMEOUT_S = 60.0
 
 
-def _wait_for_window(env: dict[str, str], proc: subprocess.Popen[bytes]) -> str:
+def _wait_for_window(env: dict[str, str], proc: subprocess.Popen[bytes], title: str = "^OmniTalk$") -> str:
     deadline = time.monotonic() + WINDOW_TIMEOUT_S
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"app exited early with {proc.returncode}"
         found = subprocess.run(
-            ["xdotool", "search", "--onlyvisible", "--name", "^OmniTalk$"],
+            ["xdotool", "search", "--onlyvisible", "--name", title],
             env=env,
             capture_output=True,
             text=True,
@@ -28,7 +28,7 @@ def _wait_for_window(env: dict[str, str], proc: subprocess.Popen[bytes]) -> str:
         if found.returncode == 0 and found.stdout.strip():
             return found.stdout.split()[0]
         time.sleep(0.2)
-    raise AssertionError("the OmniTalk window never appeared")
+    raise AssertionError(f"no window titled {title} appeared")
 
 
 def test_main_py_opens_a_real_window_and_quits(xvfb_display: str, tmp_path: Path) -> None:  # noqa: F811
@@ -40,9 +40,18 @@ def test_main_py_opens_a_real_window_and_quits(xvfb_display: str, tmp_path: Path
             ["xdotool", "getwindowgeometry", window], env=env, capture_output=True, text=True, check=True
         ).stdout
         assert "Geometry:" in geometry
+        # First run without a model: the setup wizard opens over the main window.
+        wizard = _wait_for_window(env, proc, "^Set up OmniTalk$")
         if subprocess.run(["which", "import"], capture_output=True).returncode == 0:
             ARTIFACTS.mkdir(exist_ok=True)
-            subprocess.run(["import", "-window", "root", str(ARTIFACTS / "main_window_xvfb.png")], env=env)
+            subprocess.run(["import", "-window", "root", str(ARTIFACTS / "first_run_xvfb.png")], env=env)
+        subprocess.run(["xdotool", "windowfocus", "--sync", wizard], env=env, check=True)
+        subprocess.run(["xdotool", "key", "Escape"], env=env, check=True)
+        deadline = time.monotonic() + 20
+        while subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^Set up OmniTalk$"], env=env,
+                             capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the setup wizard did not close on Escape"
+            time.sleep(0.1)
         # Xvfb has no window manager, so focus the window directly (windowactivate needs a WM).
         subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
         subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)

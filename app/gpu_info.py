@@ -1,0 +1,232 @@
+"""Will the model run here? GPUs and free memory, memory estimates per quantization, folder checks.
+
+Qt-free: the settings dialog and the setup wizard call these from background tasks (probing NVML
+takes milliseconds, but ``estimate_memory`` and ``read_dims`` import torch, which takes seconds).
+Every slow function is named so (``probe_system``, ``estimate_all``, ``check_model_folders``) and
+is injectable in the widgets, so tests can replace the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import WHISPER_LARGE_V3, AdapterDims, LlmDims, OmniDims, RopeScaling, UnitDecoderDims
+from engine.errors import ModelMissing
+from engine.gpu import GpuInfo, list_gpus
+
+GB = 1_000_000_000
+MB = 1_000_000
+DEVICE_TYPES = ("cuda", "cpu")
+# Quantizations the app offers, best quality first (bf16/fp32 stay selectable for power users).
+QUANT_LABELS: dict[str, str] = {
+    "nf4": "4-bit (nf4)",
+    "int8": "8-bit (int8)",
+    "fp16": "16-bit (fp16)",
+    "bf16": "16-bit (bf16)",
+    "fp32": "32-bit (fp32)",
+}
+# What to recommend, best first: the first one that fits wins (nf4 when nothing fits).
+RECOMMEND_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("fp16", "int8", "nf4"), "cpu": ("fp32", "bf16", "nf4")}
+CONTEXT_TOKENS = 2048  # the release's tokenizer_model_max_length: what the engine budgets for
+VOCODER_CHECKPOINT = "g_00500000"
+VOCODER_CONFIG = "config.json"
+VOCODER_FIX = "Choose the folder with g_00500000 and config.json (the unit vocoder)."
+
+# ICTNLP/Llama-3.1-8B-Omni's config.json (Llama-3.1-8B-Instruct + CTC unit decoder "(2,4096,32,11008)")
+# with Whisper large-v3 and the 2048-wide adapter, for estimates before any file is on disk.
+_LLAMA31_ROPE = RopeScaling(
+    rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
+OFFICIAL_DIMS = OmniDims(
+    llm=LlmDims(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        head_dim=128,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA31_ROPE,
+    ),
+    adapter=AdapterDims(encoder_dim=1280, ds_rate=5, hidden_dim=2048, llm_dim=4096),
+    unit_decoder=UnitDecoderDims(
+        n_layers=2,
+        dim=4096,
+        n_heads=32,
+        ffn_dim=11008,
+        upsample_factor=25,
+        unit_vocab_size=1000,
+        llm_dim=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA31_ROPE,
+    ),
+    encoder=WHISPER_LARGE_V3,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the model would run, as the user chose it in settings (``AppSettings.gpu``)."""
+
+    choice: str  # "auto" | "cpu" | "cuda:N"
+    device_type: str  # "cuda" | "cpu"
+    name: str  # for people: "NVIDIA GeForce RTX 4060", "CPU"
+    free_bytes: int | None  # None: unknown (GPU not found, RAM not readable)
+    total_bytes: int | None = None
+
+    @property
+    def memory_word(self) -> str:
+        return "GPU memory" if self.device_type == "cuda" else "RAM"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemInfo:
+    gpus: tuple[GpuInfo, ...]
+    ram_free_bytes: int | None
+
+    def target(self, choice: str) -> Target:
+        """What "auto", "cpu" or "cuda:N" means on this PC (auto = the first GPU, as torch does)."""
+        if choice == "cpu" or (choice == "auto" and not self.gpus):
+            return Target(choice, "cpu", "CPU", self.ram_free_bytes)
+        index = 0 if choice == "auto" else _cuda_index(choice)
+        gpu = next((g for g in self.gpus if g.index == index), None)
+        if gpu is None:
+            return Target(choice, "cuda", f"GPU {index} (not found)", None)
+        return Target(choice, "cuda", gpu.name, gpu.free_bytes, gpu.total_bytes)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(value for AppSettings.gpu, label) for a picker: auto, each GPU, CPU."""
+        auto = self.target("auto")
+        rows = [("auto", f"Automatic ({auto.name})")]
+        rows += [
+            (g.device, f"GPU {g.index}: {g.name} ({gb(g.free_bytes)} free of {gb(g.total_bytes)})") for g in self.gpus
+        ]
+        ram = f" ({gb(self.ram_free_bytes)} RAM free)" if self.ram_free_bytes is not None else ""
+        rows.append(("cpu", f"CPU, slow{ram}"))
+        return rows
+
+
+def _cuda_index(choice: str) -> int:
+    _, _, number = choice.partition(":")
+    return int(number) if number.isdigit() else 0
+
+
+def gb(n_bytes: int | None) -> str:
+    return "unknown" if n_bytes is None else f"{n_bytes / GB:.1f} GB"
+
+
+def size_text(n_bytes: int) -> str:
+    """Sizes of files: "850 MB", "18.4 GB"."""
+    if n_bytes >= GB:
+        return gb(n_bytes)
+    return f"{n_bytes / MB:.1f} MB" if n_bytes < 10 * MB else f"{n_bytes / MB:.0f} MB"
+
+
+def probe_system() -> SystemInfo:
+    """NVIDIA GPUs (NVML) and free RAM now. Slow-ish (imports torch for the RAM reading)."""
+    import torch
+
+    from engine.model.memory import available_memory
+
+    return SystemInfo(gpus=tuple(list_gpus()), ram_free_bytes=available_memory(torch.device("cpu")))
+
+
+Estimates = Mapping[tuple[str, str], int]  # (device type, quant) -> bytes needed
+
+
+def estimate_all(dims: OmniDims, max_new_tokens: int) -> dict[tuple[str, str], int]:
+    """``estimate_memory`` for every quantization on CUDA and on the CPU (imports torch)."""
+    from engine.model.memory import estimate_memory
+
+    return {
+        (device, quant): estimate_memory(
+            dims, quant, device_type=device, context_tokens=CONTEXT_TOKENS, max_new_tokens=max_new_tokens  # type: ignore[arg-type]
+        ).total_bytes
+        for device in DEVICE_TYPES
+        for quant in QUANT_LABELS
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    text: str  # "Needs 7.6 GB, you have 6.0 GB free on NVIDIA ..."
+    fits: bool | None  # None: free memory unknown
+
+
+def fit(needed_bytes: int, target: Target) -> Fit:
+    need = f"needs about {gb(needed_bytes)} of {target.memory_word}"
+    if target.free_bytes is None:
+        return Fit(f"This {need}; free memory on {target.name} is unknown.", None)
+    have = f"you have {gb(target.free_bytes)} free on {target.name}"
+    if needed_bytes > target.free_bytes:
+        return Fit(f"This {need}, {have}: it does not fit.", False)
+    return Fit(f"This {need}, {have}.", True)
+
+
+def recommend_quant(estimates: Estimates, target: Target) -> str:
+    """The best-quality mode that fits in ``target``'s free memory (nf4 if none or unknown)."""
+    order = RECOMMEND_ORDER[target.device_type]
+    if target.free_bytes is None:
+        return "nf4" if target.device_type == "cuda" else order[0]
+    for quant in order:
+        if estimates[(target.device_type, quant)] <= target.free_bytes:
+            return quant
+    return order[-1]
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.1f} billion" if n >= 1e9 else f"{n / 1e6:.1f} million"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCheck:
+    """What a successful folder check found."""
+
+    dims: OmniDims
+    summary: str
+
+
+def check_vocoder_dir(vocoder_dir: Path) -> str:
+    """Raise ``ModelMissing``/``ModelIncompatible`` unless the folder holds a usable vocoder."""
+    from engine.vocoder.config import load_config
+
+    if not vocoder_dir.is_dir():
+        raise ModelMissing("The vocoder folder does not exist.", path=vocoder_dir, fix=VOCODER_FIX)
+    missing = [name for name in (VOCODER_CHECKPOINT, VOCODER_CONFIG) if not (vocoder_dir / name).is_file()]
+    if missing:
+        raise ModelMissing(f"The vocoder folder lacks {' and '.join(missing)}.", path=vocoder_dir, fix=VOCODER_FIX)
+    config = load_config(vocoder_dir)
+    return f"unit vocoder ({config.num_embeddings} units, {config.sampling_rate // 1000} kHz)"
+
+
+def check_model_folders(model_dir: Path, speech_encoder: Path | None, vocoder_dir: Path | None) -> ModelCheck:
+    """Read the folders' dims without loading weights; raise the EngineError that explains a problem.
+
+    The cheap config check runs first so an empty or wrong folder fails before torch is imported.
+    """
+    from engine.model.omni_config import read_omni_config
+
+    read_omni_config(model_dir)
+    from engine.model.loader import read_dims
+
+    dims = read_dims(model_dir, speech_encoder)
+    llm, enc = dims.llm, dims.encoder
+    parts = [
+        f"LLaMA-Omni: {llm.n_layers} layers, width {llm.hidden_size}, {_count(llm.n_params)} parameters",
+        f"speech encoder: {enc.n_audio_layer} layers, width {enc.n_audio_state}",
+        f"unit decoder: {dims.unit_decoder.n_layers} layers",
+    ]
+    if vocoder_dir is not None:
+        parts.append(check_vocoder_dir(vocoder_dir))
+    return ModelCheck(dims=dims, summary="; ".join(parts))
+
+
+SystemProbe = Callable[[], SystemInfo]
+Estimator = Callable[[OmniDims, int], Estimates]
+ModelChecker = Callable[[Path, Path | None, Path | None], ModelCheck]

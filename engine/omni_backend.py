@@ -1,0 +1,114 @@
+"""Adapts the LLaMA-Omni model (engine.model) and the vocoder to the engine thread's ModelBackend protocol."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from engine.config import ConversationOptions, DecodeOptions
+from engine.events import LoadModel
+from engine.model.events import TokenStep, TurnDone
+from engine.model.omni import OmniModel
+from engine.pipeline import LoadedModel, ProgressFn, Stage, Step, TurnRequest
+
+logger = logging.getLogger(__name__)
+
+MODEL_SHARE = 0.85  # of the load progress bar; the vocoder (export on first use) gets the rest
+VOCODER_DIR_CANDIDATES = ("vocoder", "unit-vocoder")
+
+
+def find_vocoder_dir(model_dir: Path) -> Path | None:
+    """A vocoder folder next to (or inside) the model folder, as make-tiny and the downloader lay them out."""
+    for base in (model_dir.parent, model_dir):
+        for name in VOCODER_DIR_CANDIDATES:
+            candidate = base / name
+            if (candidate / "config.json").is_file():
+                return candidate
+    return None
+
+
+class OmniBackend:
+    """One model and its current conversation. Used only from the engine thread."""
+
+    def __init__(self, model: OmniModel) -> None:
+        self.model = model
+        self._system_prompt: str | None = None
+        self._chat = model.conversation()
+
+    @property
+    def summary(self) -> str:
+        return self.model.describe()
+
+    @property
+    def conversation(self):  # type: ignore[no-untyped-def]
+        return self._chat
+
+    def _ensure_prompt(self, system_prompt: str | None) -> None:
+        """A different system prompt starts a new conversation (the prefix of the cache changes)."""
+        if system_prompt == self._system_prompt:
+            return
+        options = ConversationOptions(system_prompt=system_prompt) if system_prompt else ConversationOptions()
+        self._chat = self.model.conversation(options)
+        self._system_prompt = system_prompt
+
+    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[Stage | Step]:
+        opts = request.options
+        self._ensure_prompt(opts.system_prompt)
+        decode = DecodeOptions(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p)
+        started = time.perf_counter()
+        if request.audio is not None:
+            events = self._chat.respond_speech(request.audio, decode=decode, should_stop=should_stop)
+        else:
+            events = self._chat.respond_text(request.text or "", decode=decode, should_stop=should_stop)
+        for event in events:
+            if isinstance(event, TokenStep):
+                yield Step(event.text_delta, event.new_units)
+            elif isinstance(event, TurnDone):
+                timings = event.timings_ms
+                if "features" in timings:
+                    yield Stage("features", at=started + timings["features"] / 1000.0)
+                if "encode" in timings and request.audio is not None:
+                    yield Stage("encoder", at=started + timings["encode"] / 1000.0)
+                if "prefill" in timings:
+                    yield Stage("prefill", at=started + (timings.get("encode", 0.0) + timings["prefill"]) / 1000.0)
+                logger.debug("Turn done: %s, %s", event.finish_reason, timings)
+
+    def keep_spoken_prefix(self, n_tokens: int) -> None:
+        self._chat.truncate_last_answer(n_tokens)
+
+    def reset(self) -> None:
+        self._chat.reset()
+
+    def close(self) -> None:
+        self._chat.reset()
+
+
+def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
+    """LoadModel -> the model on the chosen device/quantization and the vocoder runtime (ONNX, cached)."""
+    from engine.vocoder.api import load_vocoder_runtime
+
+    device = None if command.device == "auto" else command.device
+    model = OmniModel.load(
+        command.model_dir,
+        command.speech_encoder,
+        device=device,
+        quant=command.quant,
+        on_progress=lambda f, m: progress(f * MODEL_SHARE, m),
+    )
+    vocoder_dir = command.vocoder_dir or find_vocoder_dir(Path(command.model_dir))
+    vocoder = None
+    if vocoder_dir is None:
+        logger.warning("No vocoder folder given or found next to %s: answers will be text only", command.model_dir)
+    else:
+        # On a GPU, onnxruntime uses CUDA when its provider loads, else CPU (and logs why).
+        vocoder_device = "auto" if model.device.type == "cuda" else "cpu"
+        vocoder = load_vocoder_runtime(
+            Path(vocoder_dir),
+            device=vocoder_device,
+            on_progress=lambda f, m: progress(MODEL_SHARE + f * (1 - MODEL_SHARE), m),
+            backend="auto",
+        )
+    progress(1.0, "Ready")
+    return LoadedModel(model=OmniBackend(model), vocoder=vocoder)

@@ -1,0 +1,143 @@
+"""engine.gpu: NVML answers become GpuInfo; no package, no driver or a failing GPU never raise."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from engine.gpu import GpuInfo, list_gpus
+
+GB = 1_000_000_000
+
+
+class NVMLError(Exception):
+    pass
+
+
+class NVMLErrorLibraryNotFound(NVMLError):
+    pass
+
+
+@dataclass
+class _Memory:
+    total: int
+    free: int
+    used: int = 0
+
+
+@dataclass
+class _Card:
+    name: str | bytes
+    uuid: str
+    total: int
+    free: int
+    broken: bool = False
+
+
+def _fake_nvml(cards: list[_Card], *, init_error: Exception | None = None) -> types.ModuleType:
+    module = types.ModuleType("pynvml")
+    state = {"init": 0, "shutdown": 0}
+
+    def init() -> None:
+        if init_error is not None:
+            raise init_error
+        state["init"] += 1
+
+    def handle(index: int) -> _Card:
+        if not 0 <= index < len(cards):
+            raise NVMLError("Invalid Argument")
+        return cards[index]
+
+    def memory(card: _Card) -> _Memory:
+        if card.broken:
+            raise NVMLError("GPU is lost")
+        return _Memory(card.total, card.free)
+
+    def shutdown() -> None:
+        state["shutdown"] += 1
+
+    module.NVMLError = NVMLError  # type: ignore[attr-defined]
+    module.nvmlInit = init  # type: ignore[attr-defined]
+    module.nvmlShutdown = shutdown  # type: ignore[attr-defined]
+    module.nvmlDeviceGetCount = lambda: len(cards)  # type: ignore[attr-defined]
+    module.nvmlDeviceGetHandleByIndex = handle  # type: ignore[attr-defined]
+    module.nvmlDeviceGetMemoryInfo = memory  # type: ignore[attr-defined]
+    module.nvmlDeviceGetName = lambda card: card.name  # type: ignore[attr-defined]
+    module.nvmlDeviceGetUUID = lambda card: card.uuid  # type: ignore[attr-defined]
+    module.state = state  # type: ignore[attr-defined]
+    return module
+
+
+CARDS = [
+    _Card("NVIDIA GeForce RTX 3060", "GPU-aaaa-1111", 12 * GB, 11 * GB),
+    _Card(b"NVIDIA GeForce RTX 4090", "GPU-bbbb-2222", 24 * GB, 20 * GB),  # pynvml < 11 returned bytes
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_visible_devices_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> types.ModuleType:
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    return module
+
+
+def test_lists_every_gpu_with_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = _install(monkeypatch, _fake_nvml(CARDS))
+    assert list_gpus() == [
+        GpuInfo(0, "NVIDIA GeForce RTX 3060", total_bytes=12 * GB, free_bytes=11 * GB),
+        GpuInfo(1, "NVIDIA GeForce RTX 4090", total_bytes=24 * GB, free_bytes=20 * GB),
+    ]
+    assert list_gpus()[1].device == "cuda:1"
+    assert nvml.state == {"init": 2, "shutdown": 2}  # type: ignore[attr-defined]
+
+
+def test_no_driver_gives_an_empty_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, _fake_nvml(CARDS, init_error=NVMLErrorLibraryNotFound("NVML Shared Library Not Found")))
+    assert list_gpus() == []
+
+
+def test_no_package_gives_an_empty_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    real_import = builtins.__import__
+
+    def no_pynvml(name: str, *args: object, **kwargs: object) -> object:
+        if name == "pynvml":
+            raise ImportError("No module named 'pynvml'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_pynvml)
+    assert list_gpus() == []
+
+
+def test_a_gpu_that_fails_is_left_out_but_keeps_the_ordinals(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = _Card("Lost GPU", "GPU-cccc", 8 * GB, 8 * GB, broken=True)
+    nvml = _install(monkeypatch, _fake_nvml([broken, CARDS[0]]))
+    assert list_gpus() == [GpuInfo(1, "NVIDIA GeForce RTX 3060", total_bytes=12 * GB, free_bytes=11 * GB)]
+    assert nvml.state["shutdown"] == 1  # type: ignore[attr-defined]
+
+
+def test_cuda_visible_devices_by_index_and_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, _fake_nvml(CARDS))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [(g.index, g.name) for g in list_gpus()] == [(0, "NVIDIA GeForce RTX 4090")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb,0")
+    assert [(g.index, g.name) for g in list_gpus()] == [(0, "NVIDIA GeForce RTX 4090"), (1, "NVIDIA GeForce RTX 3060")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,7,1")  # CUDA stops at the first invalid entry
+    assert [g.name for g in list_gpus()] == ["NVIDIA GeForce RTX 3060"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert list_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert list_gpus() == []
+
+
+def test_real_nvml_never_raises() -> None:
+    """Whatever this machine has (often no driver): a list, never an exception."""
+    gpus = list_gpus()
+    assert all(g.total_bytes >= g.free_bytes >= 0 for g in gpus)
