@@ -76,6 +76,9 @@ class Controller:
         dialog = SettingsDialog(self.settings, self.window)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.update_settings(dialog.result_settings()))
+        dialog.testMicrophoneRequested.connect(lambda device: self.bridge.test_device("input", device))
+        dialog.testSpeakerRequested.connect(lambda device: self.bridge.test_device("output", device))
+        self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
         dialog.open()
 
     def open_setup(self) -> None:

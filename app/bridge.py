@@ -17,8 +17,10 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 from engine.events import (
     AudioChunk,
     Cancel,
+    CheckDevice,
     Command,
     ConversationReset,
+    DeviceChecked,
     EngineOptions,
     Event,
     Failed,
@@ -74,6 +76,7 @@ class EngineBridge(QObject):
     audioChunk = Signal(int, object)  # turn id, float32 pcm 16 kHz
     turnFinished = Signal(object)  # TurnFinished
     conversationReset = Signal()
+    deviceTested = Signal(str, bool, str)  # kind, ok, message
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -120,6 +123,9 @@ class EngineBridge(QObject):
     def play(self, pcm: object) -> None:
         self.send(PlayAudio(pcm))  # type: ignore[arg-type]
 
+    def test_device(self, kind: str, device: str | None) -> None:
+        self.send(CheckDevice(kind, device))
+
     def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
@@ -151,6 +157,8 @@ class EngineBridge(QObject):
             self.turnFinished.emit(event)
         elif isinstance(event, ConversationReset):
             self.conversationReset.emit()
+        elif isinstance(event, DeviceChecked):
+            self.deviceTested.emit(event.kind, event.ok, event.message)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:

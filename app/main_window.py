@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.bridge import EngineBridge
+from app.global_hotkey import GlobalHotkey
 from app.settings import AppSettings
 from app.transcript import TranscriptView
 from engine.events import EngineState, Failed, StateChanged, TurnFinished, TurnStarted
@@ -93,6 +94,7 @@ class MainWindow(QMainWindow):
         self._state = EngineState.IDLE
         self._talk_down = False  # the talk key/button is held (or toggled on)
         self._model_ready = False
+        self.global_hotkey: GlobalHotkey | None = None
 
         self.status_label = QLabel("No model loaded")
         self.status_label.setObjectName("status")
@@ -196,6 +198,39 @@ class MainWindow(QMainWindow):
         mode = "Hold to talk" if settings.hold_to_talk else "Click to talk"
         self.talk_button.setText(f"{mode}  ({settings.talk_key})")
         self.talk_button.setCheckable(not settings.hold_to_talk)
+        self._set_global_hotkey(settings.talk_key if settings.global_hotkey else None)
+
+    def _set_global_hotkey(self, sequence: str | None) -> None:
+        if self.global_hotkey is not None:
+            self.global_hotkey.stop()
+            self.global_hotkey.deleteLater()
+            self.global_hotkey = None
+        if sequence is None:
+            return
+        try:
+            hotkey = GlobalHotkey(sequence, self)
+        except ValueError as exc:
+            self._set_status(f"The global hotkey {sequence!r} cannot be used: {exc}")
+            return
+        hotkey.pressed.connect(self._global_pressed)
+        hotkey.released.connect(self._global_released)
+        hotkey.unavailable.connect(lambda reason: self._set_status(reason + " The key still works in this window."))
+        if hotkey.start():
+            self.global_hotkey = hotkey
+        else:
+            hotkey.deleteLater()
+
+    def _global_pressed(self) -> None:
+        if self.isActiveWindow():
+            return  # the in-window hotkey already handled it
+        if self.settings.hold_to_talk or not self._talk_down:
+            self.talk_pressed()
+        else:
+            self.talk_released()
+
+    def _global_released(self) -> None:
+        if not self.isActiveWindow() and self.settings.hold_to_talk:
+            self.talk_released()
 
     # ---------------------------------------------------------------- user actions
 
@@ -342,6 +377,7 @@ class MainWindow(QMainWindow):
         logger.info("Main window shown")
 
     def closeEvent(self, event):  # type: ignore[no-untyped-def]
+        self._set_global_hotkey(None)
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self)

@@ -660,6 +660,11 @@ class SettingsDialog(QDialog):
         self.audio_status.setText(error_text(exc))
         coloured(self.audio_status, ERROR_COLOUR)
 
+    def show_audio_test_result_for(self, kind: str, ok: bool, text: str) -> None:
+        """Slot for the engine bridge's ``deviceTested(kind, ok, message)``."""
+        label = "Microphone" if kind == "input" else "Speaker"
+        self.show_audio_test_result(f"{label}: {text}", ok)
+
     def show_audio_test_result(self, text: str, ok: bool) -> None:
         """For the caller that ran a microphone or speaker test."""
         self.audio_status.setText(text)

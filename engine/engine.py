@@ -32,8 +32,10 @@ from engine.audio.vad import SpeechDetector
 from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing
 from engine.events import (
     Cancel,
+    CheckDevice,
     Command,
     ConversationReset,
+    DeviceChecked,
     EngineOptions,
     EngineState,
     Event,
@@ -66,6 +68,9 @@ LEVEL_INTERVAL_S = 0.05  # Listening events while recording (meter refresh)
 PLAYBACK_POLL_S = 0.02
 PLAYBACK_DRAIN_TIMEOUT_S = 120.0
 SHUTDOWN_TIMEOUT_S = 10.0
+MIC_TEST_S = 3.0
+MIC_TEST_QUIET_DBFS = -50.0
+DEVICE_TEST_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +222,8 @@ class Engine:
             self._apply_options(command.options)
         elif isinstance(command, PlayAudio):
             self._replay(command.pcm)
+        elif isinstance(command, CheckDevice):
+            self._test_device(command)
 
     # --------------------------------------------------------------------- loading
 
@@ -322,6 +329,47 @@ class Engine:
             player.finish()
         except AudioDeviceError as exc:
             logger.info("Earcon not played: %s", exc)
+
+    def _test_device(self, command: CheckDevice) -> None:
+        """Record MIC_TEST_S and play it back, or play a chime; report in words, never raise."""
+        gen = self._gen
+        try:
+            if command.kind == "output":
+                player = self._make_player(command.device)
+                try:
+                    player.start()
+                    chime = np.concatenate([listening_earcon(), done_earcon()])
+                    player.write(chime * 2.0)
+                    player.finish()
+                    player.wait_done(DEVICE_TEST_TIMEOUT_S)
+                finally:
+                    player.stop()
+                self._emit(DeviceChecked("output", True, "Played a test chime. Did you hear it?"))
+                return
+            recorder = self._make_recorder(command.device)
+            try:
+                recorder.open()
+                if not recorder.wait_ready(DEVICE_TEST_TIMEOUT_S):
+                    raise AudioDeviceError("The microphone delivered no sound.", fix="Pick another microphone.")
+                recorder.start()
+                peak = -120.0
+                deadline = time.perf_counter() + MIC_TEST_S
+                while time.perf_counter() < deadline and self._gen == gen:
+                    peak = max(peak, recorder.level_dbfs)
+                    time.sleep(LEVEL_INTERVAL_S)
+                audio = recorder.stop()
+            finally:
+                recorder.close()
+            if peak < MIC_TEST_QUIET_DBFS:
+                self._emit(
+                    DeviceChecked("input", False, f"Very quiet (peak {peak:.0f} dBFS): is the microphone muted?")
+                )
+            else:
+                self._emit(DeviceChecked("input", True, f"Heard you (peak {peak:.0f} dBFS); playing it back."))
+            if audio.size and self._gen == gen:
+                self._replay(audio)
+        except AudioDeviceError as exc:
+            self._emit(DeviceChecked(command.kind, False, f"{exc.message} {exc.fix or ''}".strip()))
 
     def _replay(self, pcm: np.ndarray) -> None:
         """Play a stored clip (an earlier answer); a press or Cancel stops it at once."""

@@ -105,12 +105,29 @@ class PlayAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckDevice:
+    """Settings' Test buttons: ``kind`` "input" records a few seconds and plays it back; "output" plays a chime."""
+
+    kind: str  # "input" | "output"
+    device: str | None  # device key; None = system default
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
 
 Command = (
-    LoadModel | StartTurn | StopTurn | Cancel | NewConversation | SendText | SetOptions | PlayAudio | Shutdown
+    LoadModel
+    | StartTurn
+    | StopTurn
+    | Cancel
+    | NewConversation
+    | SendText
+    | SetOptions
+    | PlayAudio
+    | CheckDevice
+    | Shutdown
 )
 
 
@@ -217,6 +234,15 @@ class ConversationReset:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceChecked:
+    """Result of a CheckDevice command, in words for the settings pane."""
+
+    kind: str
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running. ``kind`` is an EngineError kind."""
 
@@ -238,5 +264,6 @@ Event = (
     | AudioChunk
     | TurnFinished
     | ConversationReset
+    | DeviceChecked
     | Failed
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,8 +20,10 @@ from engine.errors import ModelCorrupt
 from engine.events import (
     AudioChunk,
     Cancel,
+    CheckDevice,
     ChunkingOptions,
     ConversationReset,
+    DeviceChecked,
     EngineOptions,
     EngineState,
     Failed,
@@ -341,3 +344,49 @@ def test_earcons_can_be_switched_off(harness: Harness) -> None:
         harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
         time.sleep(0.3)
         assert speaker.nonsilent_s(DEVICE_RATE_HZ) == 0.0
+
+
+def test_speaker_and_microphone_tests_report_in_words(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    with SpeakerClock(harness.backend) as speaker:
+        harness.engine.send(CheckDevice("output", None))
+        result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "output")
+        assert result.ok and "chime" in result.message
+        assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
+
+        harness.engine.send(CheckDevice("input", None))
+        deadline = time.monotonic() + 10
+        while len([s for s in harness.backend.streams if s.direction == "input" and s.active]) < 2:
+            assert time.monotonic() < deadline, "the microphone test never opened the device"
+            time.sleep(0.01)
+        stream = [s for s in harness.backend.streams if s.direction == "input" and s.active][-1]
+        native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
+        block = stream.rate_hz // 50
+        stop = threading.Event()
+
+        def talk() -> None:  # a microphone delivers 20 ms blocks in real time
+            i = 0
+            while not stop.is_set() and stream.active:
+                start = (i * block) % (native.shape[0] - block)
+                stream.push(native[start : start + block])
+                i += 1
+                time.sleep(0.02)
+
+        feeder = threading.Thread(target=talk, daemon=True)
+        feeder.start()
+        try:
+            result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "input", timeout_s=15)
+        finally:
+            stop.set()
+            feeder.join(5)
+        assert result.ok and "Heard you" in result.message
+
+
+def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ScriptedModel(), no_devices=True)
+    try:
+        h.engine.send(CheckDevice("output", None))
+        result = h.log.wait_for(DeviceChecked)
+        assert not result.ok and result.message
+    finally:
+        h.engine.shutdown()
