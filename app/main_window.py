@@ -58,8 +58,26 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def about_text() -> str:
-    """Versions shown in Help → About (no heavy imports: read from package metadata)."""
+def _gpu_text() -> str:
+    from engine.gpu import list_gpus
+
+    gpus = list_gpus()
+    if not gpus:
+        return "no NVIDIA GPU found"
+    return "; ".join(f"{g.name} ({g.total_bytes / 1e9:.1f} GB)" for g in gpus)
+
+
+def _onnxruntime_providers() -> str:
+    try:
+        import onnxruntime
+
+        return ", ".join(onnxruntime.get_available_providers())
+    except ImportError:
+        return "onnxruntime not installed"
+
+
+def about_text(model_summary: str | None = None) -> str:
+    """Versions, GPU and onnxruntime providers for Help → About."""
     rows = [
         ("OmniTalk", __version__),
         ("Python", platform.python_version()),
@@ -68,6 +86,9 @@ def about_text() -> str:
         ("transformers", _package_version("transformers")),
         ("onnxruntime-gpu", _package_version("onnxruntime-gpu")),
         ("System", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+        ("GPU", _gpu_text()),
+        ("onnxruntime providers available", _onnxruntime_providers()),
+        ("Model", model_summary or "not loaded"),
     ]
     return "\n".join(f"{name}: {version}" for name, version in rows)
 
@@ -95,6 +116,7 @@ class MainWindow(QMainWindow):
         self._talk_down = False  # the talk key/button is held (or toggled on)
         self._model_ready = False
         self.global_hotkey: GlobalHotkey | None = None
+        self.model_summary: str | None = None
 
         self.status_label = QLabel("No model loaded")
         self.status_label.setObjectName("status")
@@ -342,6 +364,7 @@ class MainWindow(QMainWindow):
     def _on_ready(self, summary: str) -> None:
         self._model_ready = True
         self.status_label.setToolTip(summary)
+        self.model_summary = summary
         logger.info("Model ready: %s", summary)
         self._show_state(EngineState.READY)
 
@@ -370,7 +393,7 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About OmniTalk", about_text())
+        QMessageBox.about(self, "About OmniTalk", about_text(self.model_summary))
 
     def on_started(self) -> None:
         """Called once the event loop runs (the window is visible)."""

@@ -34,12 +34,13 @@ class OmniBackend:
 
     def __init__(self, model: OmniModel) -> None:
         self.model = model
+        self.vocoder_summary = "no vocoder: answers are text only"
         self._system_prompt: str | None = None
         self._chat = model.conversation()
 
     @property
     def summary(self) -> str:
-        return self.model.describe()
+        return f"{self.model.describe()}; {self.vocoder_summary}"
 
     @property
     def conversation(self):  # type: ignore[no-untyped-def]
@@ -111,4 +112,7 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
             backend="auto",
         )
     progress(1.0, "Ready")
-    return LoadedModel(model=OmniBackend(model), vocoder=vocoder)
+    backend = OmniBackend(model)
+    if vocoder is not None:
+        backend.vocoder_summary = f"vocoder: {vocoder.backend} on {', '.join(vocoder.providers)}"
+    return LoadedModel(model=backend, vocoder=vocoder)

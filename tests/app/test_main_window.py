@@ -23,11 +23,15 @@ def test_main_window_opens_and_closes(qtbot: QtBot) -> None:
     qtbot.waitUntil(lambda: not window.isVisible())
 
 
-def test_about_lists_versions() -> None:
-    text = about_text()
+def test_about_lists_versions_gpu_and_providers() -> None:
+    text = about_text("LLaMA-Omni nf4 on cuda:0; vocoder: onnx on CUDAExecutionProvider")
     assert f"OmniTalk: {__version__}" in text
     for name in ("Python", "PySide6", "torch", "onnxruntime-gpu"):
         assert f"{name}: " in text
+    assert "GPU: no NVIDIA GPU found" in text  # this machine has none; the line is still there
+    assert "CPUExecutionProvider" in text
+    assert "Model: LLaMA-Omni nf4 on cuda:0; vocoder: onnx on CUDAExecutionProvider" in text
+    assert "Model: not loaded" in about_text()
 
 
 def test_window_screenshot_is_not_blank(qtbot: QtBot, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -61,7 +61,7 @@ def test_engine_loads_the_tiny_model_and_answers_like_the_model_itself(
     engine, log, backend = engine_run
     engine.send(LoadModel(model_dir=tiny_omni.omni, device="cpu", quant="fp32"))
     ready = log.wait_for(Ready, timeout_s=120)
-    assert "LLaMA-Omni" in ready.summary
+    assert "LLaMA-Omni" in ready.summary and "vocoder: onnx on CPUExecutionProvider" in ready.summary
     fractions = [p.fraction for p in log.of(LoadProgress)]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert not log.of(Failed)

@@ -1,0 +1,509 @@
+"""First audio after key release: the real engine, the real loader, a clocked sound device.
+
+Per run: ``NewConversation`` (every run is the first turn of a conversation), ``StartTurn``, the
+question is spoken into the microphone in real time, ``StopTurn`` (the key release, t = 0) at a
+random phase of the microphone's block clock, then the answer plays on the speaker clock until
+``TurnFinished``. Measured from the release:
+
+    recording stopped   the engine has the take (Recorder.stop: last block, resampler flush)
+    features, encoder   log-mel done, encoder + adapter done            (TurnMetrics)
+    prefill             the prompt went through the LLM                  (the model's stage mark)
+    first token         the first text token (and its units) reached the engine
+    first chunk         the vocoder worker produced the first PCM chunk  (TurnMetrics)
+    first audio         its first sample was handed to the sound device  (Player.first_sample_at)
+
+Our overhead = first audio - model compute - vocoder compute for the first chunk, where model
+compute is the time spent inside the model's generator until the token whose units completed the
+first chunk (features, encoder, prefill, those tokens and their unit decoding), and the vocoder
+compute is the first chunk's ``predict_durations`` + ``generate`` calls. It splits exactly into
+the parts in :class:`TurnBreakdown`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from engine.audio.capture import Recorder, RecorderOptions
+from engine.audio.playback import Player
+from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample
+from engine.audio.vad import SpeechDetector
+from engine.bench.probes import StepTiming, TimedBackend, TimedVocoder, VocoderCall
+from engine.bench.questions import Question
+from engine.bench.report import Table, fmt, median, p90
+from engine.bench.sound import DEVICE_RATE_HZ, BenchSoundBackend
+from engine.engine import Engine
+from engine.errors import EngineError
+from engine.events import (
+    Cancel,
+    ChunkingOptions,
+    ConversationReset,
+    EngineOptions,
+    EngineState,
+    Event,
+    Failed,
+    LoadModel,
+    NewConversation,
+    Ready,
+    SetOptions,
+    StartTurn,
+    StateChanged,
+    StopTurn,
+    TurnFinished,
+    TurnIgnored,
+    TurnMetrics,
+)
+from engine.model.omni import OmniModel
+from engine.omni_backend import OmniBackend, load_omni
+from engine.pipeline import LoadedModel, ProgressFn
+from engine.vocoder.runtime import VocoderRuntime
+
+logger = logging.getLogger(__name__)
+
+OMEGAS = (10, 20, 40)
+LOAD_TIMEOUT_S = 1800.0
+TURN_TIMEOUT_S = 600.0
+STEP_TIMEOUT_S = 30.0
+SPOKEN_MARGIN_S = 5.0
+POLL_S = 0.002
+OVERHEAD_TARGET_MS = 50.0  # issue #5: our own overhead on CPU with the tiny model
+
+
+class BenchError(EngineError):
+    kind = "bench"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunking:
+    label: str
+    options: ChunkingOptions
+
+
+def chunkings() -> list[Chunking]:
+    """Ω in OMEGAS (first chunk = later chunks = Ω), then the engine's adaptive default."""
+    default = ChunkingOptions()
+    fixed = [Chunking(f"Ω={omega}", ChunkingOptions(first_chunk_units=omega, chunk_units=omega)) for omega in OMEGAS]
+    adaptive = Chunking(f"adaptive {default.first_chunk_units}→{default.chunk_units} (default)", default)
+    return [*fixed, adaptive]
+
+
+# ------------------------------------------------------------------------------------ one turn
+
+
+@dataclass(frozen=True, slots=True)
+class RawTurn:
+    """What one run recorded; times are ``time.perf_counter()`` values."""
+
+    released: float
+    first_sample_at: float
+    metrics: TurnMetrics
+    started_at: float  # the engine asked the model for its first step
+    steps: tuple[StepTiming, ...]
+    stages: dict[str, float]
+    vocoder_calls: tuple[VocoderCall, ...]
+    chunking: ChunkingOptions
+
+
+@dataclass(frozen=True, slots=True)
+class TurnBreakdown:
+    """One run, in ms after the key release. ``overhead_ms`` = the six parts below it, summed."""
+
+    stopped_ms: float
+    features_ms: float
+    encoder_ms: float
+    prefill_ms: float
+    first_token_ms: float
+    first_chunk_ms: float
+    first_audio_ms: float
+    model_ms: float
+    vocoder_ms: float
+    overhead_ms: float
+    stop_part_ms: float  # release -> the engine has the recording
+    turn_start_part_ms: float  # -> the model is asked for its first step (speech detection, events)
+    between_tokens_part_ms: float  # engine work between the model's steps (text events, unit hand-over)
+    handoff_part_ms: float  # the chunk's last token -> the vocoder worker starts on it
+    vocoder_other_part_ms: float  # in the worker between its runtime calls (windows, durations)
+    to_device_part_ms: float  # last generate -> first sample at the device (cross-fade, resample, clock)
+    tokens_to_first_chunk: int
+    n_tokens: int
+    n_units: int
+    tokens_per_s: float
+    audio_s: float
+    underruns: int
+
+    @property
+    def parts_ms(self) -> tuple[float, ...]:
+        return (
+            self.stop_part_ms,
+            self.turn_start_part_ms,
+            self.between_tokens_part_ms,
+            self.handoff_part_ms,
+            self.vocoder_other_part_ms,
+            self.to_device_part_ms,
+        )
+
+
+def first_chunk_step(steps: Sequence[StepTiming], chunking: ChunkingOptions) -> int:
+    """Index of the step whose units let the vocoder start the first chunk (the last step if none did:
+    then the first chunk came from the flush at the end of the answer)."""
+    needed = chunking.first_chunk_units + chunking.lookahead_units
+    total = 0
+    for i, step in enumerate(steps):
+        total += step.n_units
+        if total >= needed:
+            return i
+    return len(steps) - 1
+
+
+def analyse(raw: RawTurn) -> TurnBreakdown:
+    m = raw.metrics
+    if not raw.steps or m.features_ms is None or "features" not in raw.stages:
+        raise BenchError("The turn produced no tokens or no stage marks; cannot break its latency down.")
+    if m.encoder_ms is None or m.first_token_ms is None or m.first_chunk_ms is None:
+        raise BenchError(f"The turn's metrics are incomplete: {m.as_dict()}")
+    generates = [i for i, call in enumerate(raw.vocoder_calls) if call.kind == "generate"]
+    if not generates:
+        raise BenchError("The vocoder produced no audio in this turn.")
+    t0 = raw.stages["features"] - m.features_ms / 1000.0  # the engine's own "released" mark
+
+    def after_release(t: float) -> float:
+        return (t - raw.released) * 1000.0
+
+    k = first_chunk_step(raw.steps, raw.chunking)
+    model_s = sum(step.seconds for step in raw.steps[: k + 1])
+    chunk_calls = raw.vocoder_calls[: generates[0] + 1]
+    vocoder_s = sum(call.seconds for call in chunk_calls)
+    last_step_end = raw.steps[k].ended
+    first_audio = after_release(raw.first_sample_at)
+    stopped = after_release(t0)
+    return TurnBreakdown(
+        stopped_ms=stopped,
+        features_ms=stopped + m.features_ms,
+        encoder_ms=stopped + m.encoder_ms,
+        prefill_ms=after_release(raw.stages.get("prefill", float("nan"))),
+        first_token_ms=stopped + m.first_token_ms,
+        first_chunk_ms=stopped + m.first_chunk_ms,
+        first_audio_ms=first_audio,
+        model_ms=model_s * 1000.0,
+        vocoder_ms=vocoder_s * 1000.0,
+        overhead_ms=first_audio - (model_s + vocoder_s) * 1000.0,
+        stop_part_ms=stopped,
+        turn_start_part_ms=(raw.started_at - t0) * 1000.0,
+        between_tokens_part_ms=((last_step_end - raw.started_at) - model_s) * 1000.0,
+        handoff_part_ms=(chunk_calls[0].started - last_step_end) * 1000.0,
+        vocoder_other_part_ms=((chunk_calls[-1].ended - chunk_calls[0].started) - vocoder_s) * 1000.0,
+        to_device_part_ms=(raw.first_sample_at - chunk_calls[-1].ended) * 1000.0,
+        tokens_to_first_chunk=k + 1,
+        n_tokens=m.n_tokens,
+        n_units=m.n_units,
+        tokens_per_s=m.tokens_per_s,
+        audio_s=m.audio_s,
+        underruns=m.underruns,
+    )
+
+
+# --------------------------------------------------------------------------------- the engine
+
+
+class EventLog:
+    """Thread-safe record of engine events; waits fail fast on ``Failed`` / ``TurnIgnored``."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.events)
+
+    def wait_for(
+        self, kind: type, since: int, timeout_s: float, predicate: Callable[[Event], bool] = lambda e: True
+    ) -> Event:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for event in self.events[since:]:
+                    if isinstance(event, Failed):
+                        raise BenchError(f"The engine failed ({event.kind}): {event.message}")
+                    if isinstance(event, TurnIgnored) and kind is not TurnIgnored:
+                        raise BenchError(f"The engine ignored the turn ({event.reason}): {event.hint}")
+                    if isinstance(event, kind) and predicate(event):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"No {kind.__name__} within {timeout_s:.0f} s.")
+                self._cond.wait(left)
+
+
+def _state_is(state: EngineState) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, StateChanged) and e.state is state
+
+
+class EngineBench:
+    """The engine with the real loader (wrapped in timing probes) and the clocked sound device."""
+
+    def __init__(self, options: EngineOptions, detector: SpeechDetector, seed: int = 0) -> None:
+        self.sound = BenchSoundBackend()
+        self._rng = np.random.default_rng(seed)
+        self.log = EventLog()
+        self.options = options
+        self.model: TimedBackend | None = None
+        self.vocoder: TimedVocoder | None = None
+        self.player: Player | None = None
+        self.load_s = 0.0
+        self.summary = ""
+        self.engine = Engine(
+            self.log,
+            model_loader=self._load,
+            recorder_factory=lambda device, **kw: Recorder(device, backend=self.sound, **kw),
+            player_factory=self._make_player,
+            speech_detector=detector,
+            options=options,
+        )
+
+    def _make_player(self, device: object) -> Player:
+        self.player = Player(device, backend=self.sound)  # type: ignore[arg-type]
+        return self.player
+
+    def _load(self, command: LoadModel, progress: ProgressFn) -> LoadedModel:
+        loaded = load_omni(command, progress)
+        if not isinstance(loaded.vocoder, VocoderRuntime):
+            raise BenchError("The model set has no vocoder; the latency benchmark needs one.")
+        self.model = TimedBackend(loaded.model)
+        self.vocoder = TimedVocoder(loaded.vocoder)
+        return LoadedModel(model=self.model, vocoder=self.vocoder)
+
+    @property
+    def omni(self) -> OmniModel:
+        """The loaded model itself (for the decode timings, while the engine is idle)."""
+        inner = self.model.inner if self.model is not None else None
+        if not isinstance(inner, OmniBackend):
+            raise BenchError("No LLaMA-Omni model is loaded.")
+        return inner.model
+
+    def start(self, command: LoadModel) -> None:
+        self.engine.start()
+        mark = self.log.mark()
+        started = time.perf_counter()
+        self.engine.send(command)
+        ready = self.log.wait_for(Ready, mark, LOAD_TIMEOUT_S)
+        self.load_s = time.perf_counter() - started
+        assert isinstance(ready, Ready)
+        self.summary = ready.summary
+
+    def set_chunking(self, chunking: ChunkingOptions) -> None:
+        self.options = replace(self.options, chunking=chunking)
+        self.engine.send(SetOptions(self.options))
+
+    def turn(self, clip: np.ndarray, play_out: bool) -> RawTurn:
+        """One spoken turn; ``clip`` float32 at the device rate. ``play_out=False`` stops the answer
+        (Cancel) once it is generated and its first sample played, instead of listening to all of it."""
+        assert self.model is not None and self.vocoder is not None
+        log, engine = self.log, self.engine
+        mark = log.mark()
+        engine.send(NewConversation())
+        log.wait_for(ConversationReset, mark, STEP_TIMEOUT_S)
+        mark = log.mark()
+        engine.send(StartTurn())
+        log.wait_for(StateChanged, mark, STEP_TIMEOUT_S, _state_is(EngineState.LISTENING))
+        self.sound.microphone.play(clip)
+        if not self.sound.microphone.wait_played(clip.size / DEVICE_RATE_HZ + SPOKEN_MARGIN_S):
+            raise BenchError("The microphone clock did not deliver the question in time.")
+        # A person lets go of the key at any point of the microphone's block cycle, not just after a block.
+        time.sleep(self._rng.uniform(0.0, RecorderOptions().block_s))
+        released = time.perf_counter()
+        engine.send(StopTurn())
+        if play_out:
+            finished = log.wait_for(TurnFinished, mark, TURN_TIMEOUT_S)
+            first_sample = self.player.first_sample_at if self.player is not None else None
+        else:
+            log.wait_for(StateChanged, mark, TURN_TIMEOUT_S, _state_is(EngineState.SPEAKING))
+            first_sample = self._wait_first_sample()
+            engine.send(Cancel())
+            finished = log.wait_for(TurnFinished, mark, TURN_TIMEOUT_S)
+        assert isinstance(finished, TurnFinished)
+        if first_sample is None or first_sample < released:
+            raise BenchError("No answer audio reached the speaker.")
+        return RawTurn(
+            released=released,
+            first_sample_at=first_sample,
+            metrics=finished.metrics,
+            started_at=self.model.started_at or float("nan"),
+            steps=tuple(self.model.steps),
+            stages=dict(self.model.stages),
+            vocoder_calls=tuple(self.vocoder.calls_since(released)),
+            chunking=self.options.chunking,
+        )
+
+    def _wait_first_sample(self) -> float | None:
+        deadline = time.perf_counter() + TURN_TIMEOUT_S
+        while time.perf_counter() < deadline:
+            player = self.player
+            first = player.first_sample_at if player is not None else None
+            if first is not None:
+                return first
+            time.sleep(POLL_S)
+        return None
+
+    def close(self) -> None:
+        self.engine.shutdown()
+        self.sound.close()
+
+
+# ------------------------------------------------------------------------------------- the runs
+
+
+@dataclass(slots=True)
+class LatencyResult:
+    runs: dict[str, list[TurnBreakdown]] = field(default_factory=dict)  # chunking label -> runs
+    load_s: float = 0.0
+    summary: str = ""
+    vocoder: str = ""
+    speaker_late_blocks: int = 0
+    speaker_callbacks: int = 0
+    speaker_max_late_ms: float = 0.0
+    mic_late_blocks: int = 0
+    play_out: bool = True
+
+
+def run_latency(
+    bench: EngineBench,
+    questions: Sequence[Question],
+    runs: int,
+    play_out: bool,
+    say: Callable[[str], None] = lambda message: None,
+) -> LatencyResult:
+    """``runs`` turns per chunking (question i % len(questions)), after one warm-up turn."""
+    clips = [resample(q.audio, MODEL_SAMPLE_RATE_HZ, DEVICE_RATE_HZ) for q in questions]
+    result = LatencyResult(load_s=bench.load_s, summary=bench.summary, play_out=play_out)
+    if bench.vocoder is not None:
+        result.vocoder = f"{bench.vocoder.backend} on {bench.vocoder.device}"
+    bench.set_chunking(ChunkingOptions())
+    bench.turn(clips[0], play_out)  # warm-up: lazy initialisation, allocator growth
+    for chunking in chunkings():
+        bench.set_chunking(chunking.options)
+        turns = result.runs.setdefault(chunking.label, [])
+        for i in range(runs):
+            turns.append(analyse(bench.turn(clips[i % len(clips)], play_out)))
+            say(f"{chunking.label} run {i + 1}/{runs}: first audio {turns[-1].first_audio_ms:.0f} ms")
+    speaker = bench.sound.clock_stats("output")
+    result.speaker_callbacks = speaker.callbacks
+    result.speaker_late_blocks = speaker.late_blocks
+    result.speaker_max_late_ms = speaker.max_late_s * 1000.0
+    result.mic_late_blocks = bench.sound.clock_stats("input").late_blocks
+    return result
+
+
+def latency_table(result: LatencyResult) -> Table:
+    table = Table(
+        [
+            "chunking",
+            "first audio median",
+            "first audio p90",
+            "recording stopped",
+            "features",
+            "encoder",
+            "prefill",
+            "first token",
+            "first unit chunk",
+            "queue to device",
+            "tokens before chunk",
+        ]
+    )
+    for label, runs in result.runs.items():
+
+        def med(get: Callable[[TurnBreakdown], float], runs: list[TurnBreakdown] = runs) -> str:
+            return fmt(median([get(r) for r in runs]))
+
+        first = [r.first_audio_ms for r in runs]
+        table.add(
+            label,
+            fmt(median(first)),
+            fmt(p90(first)),
+            med(lambda r: r.stopped_ms),
+            med(lambda r: r.features_ms),
+            med(lambda r: r.encoder_ms),
+            med(lambda r: r.prefill_ms),
+            med(lambda r: r.first_token_ms),
+            med(lambda r: r.first_chunk_ms),
+            med(lambda r: r.first_audio_ms - r.first_chunk_ms),
+            med(lambda r: float(r.tokens_to_first_chunk)),
+        )
+    return table
+
+
+def _part(index: int) -> Callable[[TurnBreakdown], float]:
+    return lambda run: run.parts_ms[index]
+
+
+def overhead_table(result: LatencyResult) -> Table:
+    table = Table(
+        [
+            "chunking",
+            "first audio",
+            "model compute",
+            "vocoder, first chunk",
+            "overhead median",
+            "overhead p90",
+            "stop recording",
+            "turn start (VAD, events)",
+            "engine between tokens",
+            "hand-off to vocoder",
+            "vocoder worker, other",
+            "to device",
+        ]
+    )
+    for label, runs in result.runs.items():
+
+        def med(get: Callable[[TurnBreakdown], float], runs: list[TurnBreakdown] = runs) -> str:
+            return fmt(median([get(r) for r in runs]), 1)
+
+        overhead = [r.overhead_ms for r in runs]
+        table.add(
+            label,
+            fmt(median([r.first_audio_ms for r in runs])),
+            fmt(median([r.model_ms for r in runs])),
+            med(lambda r: r.vocoder_ms),
+            fmt(median(overhead), 1),
+            fmt(p90(overhead), 1),
+            *(med(_part(i)) for i in range(len(runs[0].parts_ms))),
+        )
+    return table
+
+
+def overhead_verdict(result: LatencyResult) -> str:
+    medians = {label: median([r.overhead_ms for r in runs]) for label, runs in result.runs.items()}
+    met = [label for label, value in medians.items() if value < OVERHEAD_TARGET_MS]
+    worst = max(medians.values()) if medians else float("nan")
+    return (
+        f"Issue #5 target, overhead < {OVERHEAD_TARGET_MS:.0f} ms: median met for {len(met)} of {len(medians)} "
+        f"chunkings (largest median {worst:.1f} ms)."
+    )
+
+
+def turn_table(result: LatencyResult) -> Table:
+    """Per chunking: answer size, the engine's decode speed while the vocoder runs, underruns."""
+    table = Table(["chunking", "tokens", "units", "units / token", "answer audio s", "tokens/s in engine", "underruns"])
+    for label, runs in result.runs.items():
+        tokens = median([float(r.n_tokens) for r in runs])
+        units = median([float(r.n_units) for r in runs])
+        table.add(
+            label,
+            fmt(tokens),
+            fmt(units),
+            fmt(units / tokens if tokens else float("nan"), 2),
+            fmt(median([r.audio_s for r in runs]), 2),
+            fmt(median([r.tokens_per_s for r in runs]), 1),
+            str(sum(r.underruns for r in runs)) if result.play_out else "- (not played out)",
+        )
+    return table
