@@ -9,7 +9,7 @@ import importlib.metadata
 import logging
 import platform
 
-from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TALK_KEY = "F9"
 WINDOW_SIZE_PX = (600, 720)
 METER_FLOOR_DBFS = -60.0
+# Key auto-repeat arrives as release+press pairs every 25-40 ms, and not every platform flags them
+# (Xvfb's do not reach us as auto-repeat). A release only counts once no press follows this soon.
+RELEASE_DEBOUNCE_MS = 60
 
 FAILURE_TITLES = {
     "model_missing": "Model not found",
@@ -117,6 +120,10 @@ class MainWindow(QMainWindow):
         self._model_ready = False
         self.global_hotkey: GlobalHotkey | None = None
         self.model_summary: str | None = None
+        self._release_timer = QTimer(self)
+        self._release_timer.setSingleShot(True)
+        self._release_timer.setInterval(RELEASE_DEBOUNCE_MS)
+        self._release_timer.timeout.connect(self._key_release_settled)
 
         self.status_label = QLabel("No model loaded")
         self.status_label.setObjectName("status")
@@ -260,6 +267,7 @@ class MainWindow(QMainWindow):
         if self._talk_down:
             return
         self._talk_down = True
+        logger.info("Talk key down")
         if self.bridge is not None:
             self.bridge.press()
 
@@ -267,6 +275,7 @@ class MainWindow(QMainWindow):
         if not self._talk_down:
             return
         self._talk_down = False
+        logger.info("Talk key up")
         if self.bridge is not None:
             self.bridge.release()
 
@@ -310,19 +319,25 @@ class MainWindow(QMainWindow):
         if event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self.isActiveWindow():
             key_event: QKeyEvent = event  # type: ignore[assignment]
             if key_matches(key_event, self.settings.talk_key):
-                if not key_event.isAutoRepeat():
-                    if event.type() == QEvent.Type.KeyPress:
-                        if self.settings.hold_to_talk or not self._talk_down:
-                            self.talk_pressed()
-                        else:
-                            self.talk_released()
-                    elif self.settings.hold_to_talk:
-                        self.talk_released()
+                if key_event.isAutoRepeat():
+                    return True
+                if event.type() == QEvent.Type.KeyRelease:
+                    self._release_timer.start()  # released for real only if no press follows
+                elif self._release_timer.isActive():
+                    self._release_timer.stop()  # release+press pair: key repeat, still held
+                elif self.settings.hold_to_talk or not self._talk_down:
+                    self.talk_pressed()
+                else:
+                    self.talk_released()
                 return True
             if event.type() == QEvent.Type.KeyPress and key_event.key() == Qt.Key.Key_Escape:
                 self.cancel()
                 return True
         return super().eventFilter(watched, event)
+
+    def _key_release_settled(self) -> None:
+        if self.settings.hold_to_talk:
+            self.talk_released()
 
     # ------------------------------------------------------------ engine -> window
 
@@ -378,6 +393,9 @@ class MainWindow(QMainWindow):
 
     def _on_turn_finished(self, finished: TurnFinished) -> None:
         self.transcript.finish_turn(finished)
+        card = self.transcript.cards.get(finished.turn_id)
+        shown = card.answer_text if card is not None else ""
+        logger.info("Transcript turn %d shows %d characters: %r", finished.turn_id, len(shown), shown[:200])
 
     def _on_failed(self, failed: Failed) -> None:
         title = FAILURE_TITLES.get(failed.kind, "Something went wrong")
