@@ -1,0 +1,150 @@
+"""UI responsiveness while the engine works: the largest gap of a 10 ms timer on the UI thread.
+
+    .venv/bin/python bench/bench_ui.py [--size tiny|mid] [--turns 5] [--append]
+
+Runs the real app pieces (EngineBridge -> Engine thread -> LLaMA-Omni random-weight model -> ONNX
+vocoder) headless (QT_QPA_PLATFORM=offscreen) and types questions into the real MainWindow, so
+every streamed token, audio chunk and state change goes through the queued signals and widgets.
+Speech output goes to the default sound device when there is one; without one the answers are
+text-only (the vocoder still runs when a device exists). Target: largest gap < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from app.bridge import EngineBridge  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from engine.events import EngineOptions, TurnFinished  # noqa: E402
+from engine.tiny import TinySpec, write_tiny_set  # noqa: E402
+
+TIMER_INTERVAL_MS = 10
+TARGET_MAX_GAP_MS = 50.0
+SIZES = {
+    "tiny": TinySpec(),
+    "mid": TinySpec(hidden=512, n_layers=8, n_heads=8, n_kv_heads=4, intermediate=1376, unit_dim=512,
+                    unit_heads=8, unit_ffn=1376),
+}
+QUESTIONS = ("What is the capital of France?", "Tell me a joke about cats.", "How do plants grow?")
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+class GapProbe:
+    """Records the time between consecutive ticks of a 10 ms QTimer on the UI thread."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setInterval(TIMER_INTERVAL_MS)
+        self.timer.timeout.connect(self._tick)
+        self.gaps_ms: list[float] = []
+        self._last: float | None = None
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps_ms.append((now - self._last) * 1000.0)
+        self._last = now
+
+    def start(self) -> None:
+        self.gaps_ms.clear()
+        self._last = None
+        self.timer.start()
+
+    def stop(self) -> list[float]:
+        self.timer.stop()
+        return list(self.gaps_ms)
+
+
+def _spin(app: QApplication, seconds: float, until=None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (until and until()):
+        app.processEvents()
+        time.sleep(0.001)
+
+
+def _summary(gaps: list[float]) -> tuple[float, float, float, int]:
+    ordered = sorted(gaps)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return max(gaps), p99, statistics.mean(gaps), len(gaps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--append", action="store_true", help=f"append the table to {RESULTS}")
+    args = parser.parse_args()
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    probe = GapProbe()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("OMNITALK_HOME", str(Path(tmp) / "home"))
+        tiny = write_tiny_set(Path(tmp) / "model", spec=SIZES[args.size])
+        bridge = EngineBridge()
+        window = MainWindow(bridge, AppSettings(max_new_tokens=args.max_new_tokens))
+        window.show()
+        finished: list[TurnFinished] = []
+        bridge.turnFinished.connect(finished.append)
+        bridge.set_options(EngineOptions(max_new_tokens=args.max_new_tokens, earcons=False))
+
+        probe.start()
+        _spin(app, 1.0)
+        idle = probe.stop()
+
+        probe.start()
+        bridge.load_model(tiny.omni, None, tiny.vocoder, device="cpu", quant="fp32")
+        _spin(app, 300, until=lambda: window._model_ready)  # noqa: SLF001
+        loading = probe.stop()
+
+        probe.start()
+        for i in range(args.turns):
+            window.text_input.setText(QUESTIONS[i % len(QUESTIONS)])
+            window.send_typed()
+            _spin(app, 300, until=lambda n=i: len(finished) > n)
+        _spin(app, 0.5)
+        turns = probe.stop()
+        bridge.shutdown()
+        window.close()
+
+    tokens = sum(f.metrics.n_tokens for f in finished)
+    rows = [("idle (1 s)", idle), ("model loading", loading), (f"{args.turns} typed turns ({tokens} tokens)", turns)]
+    lines = [
+        f"### UI responsiveness: {args.size} model, CPU ({datetime.date.today().isoformat()})",
+        "",
+        f"Command: `.venv/bin/python bench/bench_ui.py --size {args.size} --turns {args.turns}`; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; Qt offscreen. Gap = time between ticks of a {TIMER_INTERVAL_MS} ms "
+        f"UI-thread timer (target: largest < {TARGET_MAX_GAP_MS:.0f} ms).",
+        "",
+        "| phase | largest gap ms | p99 gap ms | mean gap ms | ticks |",
+        "|---|---|---|---|---|",
+    ]
+    for name, gaps in rows:
+        biggest, p99, mean, n = _summary(gaps)
+        lines.append(f"| {name} | {biggest:.1f} | {p99:.1f} | {mean:.1f} | {n} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.append:
+        with RESULTS.open("a", encoding="utf-8") as out:
+            out.write("\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
