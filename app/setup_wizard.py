@@ -13,14 +13,10 @@ field, so tests point the wizard at a server on 127.0.0.1.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -61,36 +57,24 @@ from app.gpu_info import (
 from app.settings import AppSettings
 from app.settings_dialog import ERROR_COLOUR, OK_COLOUR, coloured, error_text, path_row
 from app.tasks import on_main, run_in_background
-from engine import errors as engine_errors
 from engine.errors import Cancelled, EngineError
+from engine.model_download import (
+    DownloadPlan,
+    DownloadSource,
+    plan_download,
+    run_download,
+)
 from engine.paths import models_dir
 from engine.store import (
     DISK_MARGIN_BYTES,
-    HF_ENDPOINT,
-    OMNI_REPO,
-    OMNI_REVISION,
-    OMNI_WEIGHT_SUFFIX,
-    USER_AGENT,
-    VOCODER_BASE_URL,
-    VOCODER_FILES,
     Downloader,
     DownloadProgress,
     ModelPaths,
-    RemoteFile,
     default_model_paths,
-    hf_repo_files,
-    index_has_speech_encoder,
-    vocoder_files,
-    whisper_file,
 )
 
 logger = logging.getLogger(__name__)
 
-INDEX_NAME = "model.safetensors.index.json"
-# Sizes for the disk check and the progress bar when a server publishes none (HEAD failed).
-WHISPER_SIZE_BYTES = 3_090_000_000  # large-v3.pt
-VOCODER_CHECKPOINT_BYTES = 170_000_000  # g_00500000
-HEAD_TIMEOUT_S = 15.0
 SECONDS_PER_MINUTE = 60
 SECONDS_PER_HOUR = 3600
 MB = 1_000_000
@@ -111,138 +95,6 @@ Policy apply as well.</p>
 fairseq project under its own terms.</p>
 <p>OmniTalk itself is open source (Apache-2.0); these terms are about the model files it downloads.</p>
 """
-
-
-# --------------------------------------------------------------------------- what to download (Qt-free)
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadSource:
-    """Where the files come from (tests point every address at 127.0.0.1)."""
-
-    endpoint: str = HF_ENDPOINT
-    repo_id: str = OMNI_REPO
-    revision: str = OMNI_REVISION
-    whisper: RemoteFile = field(default_factory=whisper_file)
-    vocoder_base_url: str = VOCODER_BASE_URL
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadPlan:
-    """Every file of one model set, in download order, with the bytes each is expected to take."""
-
-    paths: ModelPaths
-    model_files: tuple[RemoteFile, ...]  # into paths.model_dir (the index first)
-    vocoder_files: tuple[RemoteFile, ...]  # into paths.vocoder_dir
-    expected_sizes: tuple[int, ...]  # bytes, model files then vocoder files
-    needs_whisper: bool
-
-    @property
-    def n_files(self) -> int:
-        return len(self.model_files) + len(self.vocoder_files)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(self.expected_sizes)
-
-    def groups(self) -> tuple[tuple[tuple[RemoteFile, ...], Path], ...]:
-        return ((self.model_files, self.paths.model_dir), (self.vocoder_files, self.paths.vocoder_dir))
-
-    def missing_bytes(self) -> int:
-        """Bytes still to fetch: complete files count nothing, ``.part`` files count what they lack."""
-        missing = 0
-        remotes = [(r, d) for files, d in self.groups() for r in files]
-        for (remote, folder), expected in zip(remotes, self.expected_sizes, strict=True):
-            final = folder / remote.dest
-            if final.is_file() and (remote.size is None or final.stat().st_size == remote.size):
-                continue
-            part = final.with_name(final.name + ".part")
-            missing += max(0, expected - (part.stat().st_size if part.is_file() else 0))
-        return missing
-
-
-def remote_size(url: str) -> int | None:
-    """Content-Length of a HEAD request, or None when the server does not say."""
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=HEAD_TIMEOUT_S) as response:
-            length = response.headers.get("Content-Length")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        logger.info("HEAD %s failed (%s); using the usual size", url, exc)
-        return None
-    return int(length) if length and length.isdigit() else None
-
-
-def _expected_size(remote: RemoteFile, source: DownloadSource) -> int:
-    if remote.size is not None:
-        return remote.size
-    size = remote_size(remote.url)
-    if size is not None:
-        return size
-    if remote.url == source.whisper.url:
-        return WHISPER_SIZE_BYTES
-    return VOCODER_CHECKPOINT_BYTES if remote.dest == VOCODER_FILES[0] else 0
-
-
-def plan_download(
-    source: DownloadSource, paths: ModelPaths, downloader: Downloader, should_cancel: Callable[[], bool]
-) -> DownloadPlan:
-    """List the hub, fetch the small index file, and decide whether Whisper is needed (network)."""
-    listed = hf_repo_files(source.repo_id, source.revision, source.endpoint)
-    index = next(f for f in listed if f.dest == INDEX_NAME)  # hf_repo_files guarantees it
-    downloader.download([index], paths.model_dir, should_cancel=should_cancel)
-    index_path = paths.model_dir / INDEX_NAME
-    try:
-        needs_whisper = not index_has_speech_encoder(index_path)
-    except (OSError, ValueError, AttributeError) as exc:
-        index_path.unlink(missing_ok=True)  # so that Retry fetches it again
-        raise engine_errors.DownloadError(
-            f"The model's index file could not be read: {exc}", path=index_path, fix="Try again."
-        ) from exc
-    others = sorted((f for f in listed if f is not index), key=lambda f: (f.dest.endswith(OMNI_WEIGHT_SUFFIX), f.dest))
-    model = (index, *others, *([source.whisper] if needs_whisper else []))
-    vocoder = tuple(vocoder_files(source.vocoder_base_url))
-    sizes = tuple(_expected_size(remote, source) for remote in (*model, *vocoder))
-    return DownloadPlan(paths, model, vocoder, sizes, needs_whisper)
-
-
-def run_download(
-    plan: DownloadPlan,
-    downloader: Downloader,
-    on_progress: Callable[[DownloadProgress], None],
-    should_cancel: Callable[[], bool],
-) -> ModelPaths:
-    """Download every file of ``plan``; progress counts files and bytes across the whole set."""
-    first_file = 0
-    bytes_before = 0
-    for files, folder in plan.groups():
-        relay = _SetProgress(plan, first_file, bytes_before, on_progress)
-        paths = downloader.download(files, folder, relay, should_cancel)
-        first_file += len(files)
-        bytes_before += sum(path.stat().st_size for path in paths)
-    return plan.paths
-
-
-@dataclass(frozen=True, slots=True)
-class _SetProgress:
-    """Turns one ``Downloader.download`` call's progress into progress over the whole set."""
-
-    plan: DownloadPlan
-    first_file: int  # index of this call's first file in the set
-    bytes_before: int  # bytes of the set's files before this call's
-    on_progress: Callable[[DownloadProgress], None]
-
-    def __call__(self, p: DownloadProgress) -> None:
-        total = self.plan.total_bytes
-        done = self.bytes_before + p.done
-        eta = (total - done) / p.speed_bps if p.speed_bps > 0 and total > done else None
-        index = self.first_file + p.file_index
-        expected = p.file_total if p.file_total is not None else (self.plan.expected_sizes[index] or None)
-        self.on_progress(
-            dataclasses.replace(
-                p, file_index=index, n_files=self.plan.n_files, file_total=expected, done=done, total=total, eta_s=eta
-            )
-        )
 
 
 def _free_bytes(path: Path) -> int:
@@ -649,8 +501,9 @@ class ExistingPage(QWizardPage):
         self.result_label.setText("Checking the files…")
         coloured(self.result_label, None)
         run_in_background(
-            lambda: checker(Path(model).expanduser(), Path(encoder).expanduser() if encoder else None,
-                            Path(vocoder).expanduser()),
+            lambda: checker(
+                Path(model).expanduser(), Path(encoder).expanduser() if encoder else None, Path(vocoder).expanduser()
+            ),
             lambda result: self._on_checked(generation, paths, result),
             lambda exc: self._on_failed(generation, exc),
             context=self,

@@ -18,18 +18,17 @@ from pytestqt.qtbot import QtBot
 from app.gpu_info import SystemInfo
 from app.settings_dialog import ERROR_COLOUR
 from app.setup_wizard import (
-    INDEX_NAME,
     PAGE_CHOICE,
     PAGE_DONE,
     PAGE_EXISTING,
     PAGE_LICENCE,
-    DownloadSource,
     SetupWizard,
     progress_text,
     time_left,
 )
 from app.tasks import wait_for_background
 from engine.gpu import GpuInfo
+from engine.model_download import INDEX_NAME, DownloadSource
 from engine.paths import models_dir
 from engine.store import (
     CHUNK_BYTES,
