@@ -19,6 +19,7 @@ from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
 from app.setup_wizard import SetupWizard
+from app.theme import apply_theme
 from engine.paths import APP_NAME
 from engine.version import __version__
 
@@ -58,6 +59,9 @@ class Controller:
         self.settings_path = loaded.path
         self.settings = _with_command_line(loaded.settings, args)
         self.settings_warning = loaded.warning
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, self.settings.theme)
         self.bridge = EngineBridge(engine_factory)
         self.bridge.set_options(self.settings.engine_options())
         self.window = MainWindow(self.bridge, self.settings)
@@ -117,6 +121,9 @@ class Controller:
         except OSError as exc:
             QMessageBox.warning(self.window, "OmniTalk settings", f"Settings could not be saved: {exc}")
         self.window.apply_settings(new)
+        app = QApplication.instance()
+        if new.theme != old.theme and isinstance(app, QApplication):
+            apply_theme(app, new.theme)
         self.bridge.set_options(new.engine_options())
         model_fields = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu", "adapter_dir")
         if new.model_dir and any(getattr(old, f) != getattr(new, f) for f in model_fields):

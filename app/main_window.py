@@ -41,6 +41,8 @@ METER_FLOOR_DBFS = -60.0
 # (Xvfb's do not reach us as auto-repeat). A release only counts once no press follows this soon.
 RELEASE_DEBOUNCE_MS = 60
 
+# Failures that stop the app from working until the user acts get a dialog, not just the status line.
+DIALOG_KINDS = ("model_missing", "model_corrupt", "model_incompatible", "not_enough_memory", "device_unavailable")
 FAILURE_TITLES = {
     "model_missing": "Model not found",
     "model_corrupt": "Model files damaged",
@@ -404,6 +406,12 @@ class MainWindow(QMainWindow):
             text += f"\n{failed.fix}"
         self._set_status(text)
         logger.warning("Engine reported %s: %s", failed.kind, failed.message)
+        if failed.kind in DIALOG_KINDS:
+            box = QMessageBox(QMessageBox.Icon.Warning, f"OmniTalk: {title}", failed.message, parent=self)
+            box.setInformativeText(failed.fix or "See Help → Show logs for details.")
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.setObjectName("failureDialog")
+            box.open()  # window-modal, never blocks the event loop
 
     # ---------------------------------------------------------------------- help
 

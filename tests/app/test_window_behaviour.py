@@ -180,3 +180,29 @@ def test_controls_disabled_until_a_model_is_ready(qtbot: QtBot) -> None:
     qtbot.addWidget(window)
     assert not window.talk_button.isEnabled() and not window.text_input.isEnabled()
     assert "Settings" in window.status_label.text()
+
+
+def test_a_model_failure_opens_a_dialog_that_says_what_to_do(setup, qtbot: QtBot) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QMessageBox
+
+    window, engine = setup
+    engine.emit(Failed("model_corrupt", "Shard 2 is truncated.", "Download the model again."))
+    qtbot.waitUntil(lambda: window.findChild(QMessageBox, "failureDialog") is not None)
+    box = window.findChild(QMessageBox, "failureDialog")
+    assert box.text() == "Shard 2 is truncated." and box.informativeText() == "Download the model again."
+    assert "Model files damaged" in box.windowTitle()
+    box.accept()
+
+
+def test_themes_change_the_palette(qtbot: QtBot) -> None:
+    from PySide6.QtGui import QPalette
+
+    from app.theme import apply_theme
+
+    app = QApplication.instance()
+    apply_theme(app, "dark")
+    dark = app.palette().color(QPalette.ColorRole.Window).lightness()
+    apply_theme(app, "light")
+    light = app.palette().color(QPalette.ColorRole.Window).lightness()
+    apply_theme(app, "system")
+    assert dark < 80 < light
