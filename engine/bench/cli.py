@@ -9,11 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.bench.report import DEFAULT_RESULTS
+from engine.config import QUANT_MODES
 
 SIZES = ("tiny", "mid", "full")
 DEFAULT_RUNS = 5
 QUICK_RUNS = 2
 DEFAULT_MAX_NEW_TOKENS = 64
+N_QUESTIONS = 5  # espeak-ng questions, cycled over the runs (--quick: the first two)
+QUICK_QUESTIONS = 2
+DECODE_TOKENS = 64  # answer length of the decode timing, as in bench/bench_decode.py
+QUICK_DECODE_TOKENS = 16
+VOCODER_UNITS = 100  # about 4 s of speech, as in bench/bench_vocoder.py
+QUICK_VOCODER_UNITS = 60  # still more than one chunk at the largest Ω
+# Best of N: the machine may be shared. Fewer repeats where one run is slow (a 142M+ model or the
+# official-size vocoder on a CPU) or under --quick.
+REPEATS = 3
+SLOW_REPEATS = 2
+STREAM_REPEATS = 2
+QUICK_REPEATS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,7 @@ class BenchSettings:
         runs = args.runs if args.runs is not None else (QUICK_RUNS if quick else DEFAULT_RUNS)
         if runs < 1:
             raise SystemExit("--runs must be at least 1")
+        slow = device == "cpu" and args.size != "tiny"
         return cls(
             device=device,
             size=args.size,
@@ -54,18 +68,18 @@ class BenchSettings:
             append=not args.no_append,
             quick=quick,
             runs=runs,
-            n_questions=min(runs, 2) if quick else DEFAULT_RUNS,
+            n_questions=min(runs, QUICK_QUESTIONS) if quick else N_QUESTIONS,
             play_out=not quick,
             max_new_tokens=args.max_new_tokens,
             quant=args.quant,
             threads=args.threads,
             seed=args.seed,
             workdir=args.workdir,
-            decode_tokens=16 if quick else 64,
-            decode_repeats=2 if quick else (2 if args.size == "mid" and device == "cpu" else 3),
-            vocoder_units=100,
-            one_pass_repeats=2 if quick else 3,
-            stream_repeats=1 if quick or device == "cpu" and args.size != "tiny" else 2,
+            decode_tokens=QUICK_DECODE_TOKENS if quick else DECODE_TOKENS,
+            decode_repeats=QUICK_REPEATS if quick else (SLOW_REPEATS if slow else REPEATS),
+            vocoder_units=QUICK_VOCODER_UNITS if quick else VOCODER_UNITS,
+            one_pass_repeats=QUICK_REPEATS if quick else REPEATS,
+            stream_repeats=1 if quick or slow else STREAM_REPEATS,
             command=command,
         )
 
@@ -114,7 +128,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runs", type=int, default=None, help=f"latency runs per chunking ({DEFAULT_RUNS}; --quick: {QUICK_RUNS})"
     )
     p.add_argument("--quick", action="store_true", help="fewer and shorter runs (about a minute on a CPU for tiny)")
-    p.add_argument("--quant", default=None, help="the engine's model precision (default: nf4 on CUDA, fp32 on CPU)")
+    p.add_argument(
+        "--quant", choices=QUANT_MODES, default=None, help="the engine's precision (default: nf4 on CUDA, fp32 on CPU)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="answer length (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random weights and units (%(default)s)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.bench.report import Table, fmt
+from engine.bench.report import Table, fmt, millions
 from engine.model.omni import OmniModel
 from engine.model.unit_decoder import UnitStream, units_offline
 
@@ -112,9 +112,9 @@ def model_description(model: OmniModel, threads: int) -> str:
     dims = model.dims
     return (
         f"Llama {dims.llm.n_layers}x{dims.llm.hidden_size} (GQA {dims.llm.n_heads}/{dims.llm.n_kv_heads}, "
-        f"vocab {dims.llm.vocab_size}, {dims.llm.n_params / 1e6:.0f}M params), unit decoder "
+        f"vocab {dims.llm.vocab_size}, {millions(dims.llm.n_params)} params), unit decoder "
         f"({dims.unit_decoder.n_layers},{dims.unit_decoder.dim},{dims.unit_decoder.n_heads},"
         f"{dims.unit_decoder.ffn_dim}) λ={dims.unit_decoder.upsample_factor} "
-        f"({dims.unit_decoder.n_params / 1e6:.1f}M params); {model.plan.quant} on {model.device}, "
+        f"({millions(dims.unit_decoder.n_params)} params); {model.plan.quant} on {model.device}, "
         f"{threads} CPU thread(s)"
     )

@@ -72,6 +72,11 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:.{digits}f}"
 
 
+def millions(n: int) -> str:
+    """A parameter count: ``8,030M``, ``142M``, ``0.687M`` (three significant digits below 100M)."""
+    return f"{n / 1e6:,.0f}M" if n >= 100e6 else f"{n / 1e6:.3g}M"
+
+
 # ------------------------------------------------------------------------------------- machine
 
 

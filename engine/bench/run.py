@@ -130,7 +130,8 @@ def _engine_sections(
     questions, questions_note = make_questions(work / "questions", settings.n_questions)
     use_vad_model = questions[0].source == "espeak-ng"
     options = EngineOptions(max_new_tokens=settings.max_new_tokens, earcons=False)
-    bench = EngineBench(options, SpeechDetector(use_model=use_vad_model), settings.seed)
+    detector = SpeechDetector(use_model=use_vad_model)
+    bench = EngineBench(options, detector, settings.seed)
     paths = bench_set.paths
     try:
         progress.say("loading the model set into the engine")
@@ -144,6 +145,12 @@ def _engine_sections(
             )
         )
         progress.say(f"engine ready in {bench.load_s:.1f} s: {bench.summary}")
+        if detector.uses_model:
+            questions_note += "; speech detection: energy gate + silero-vad"
+        elif use_vad_model:
+            questions_note += "; speech detection: energy gate only (silero-vad could not be loaded)"
+        else:
+            questions_note += "; speech detection: energy gate only"
         latency = run_latency(bench, questions, settings.runs, settings.play_out, progress.say)
         omni = bench.omni
     finally:
@@ -188,7 +195,8 @@ def _vocoder_sections(settings: BenchSettings, bench_set: BenchSet, progress: _P
         rtf = rtf_table(speed, names, f"one pass ({len(units)} units)", stream_labels)
         whole = ort.synthesize(units)
         engine_lookahead = ChunkingOptions().lookahead_units
-        lookaheads = sorted({0, engine_lookahead, EXTRA_LOOKAHEAD, exact_lookahead_units(ort.config)})
+        extra = () if settings.quick else (EXTRA_LOOKAHEAD,)
+        lookaheads = sorted({0, engine_lookahead, *extra, exact_lookahead_units(ort.config)})
         by_label = dict(zip([label for label, _ in rows], stream_labels, strict=True))
         snr = snr_table(
             ort,

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.bench.cli import SIZES
+from engine.bench.report import millions
 from engine.config import (
     WHISPER_LARGE_V3,
     AdapterDims,
@@ -192,17 +193,12 @@ class BenchSet:
         llm, enc, unit, adapter = self.dims.llm, self.dims.encoder, self.dims.unit_decoder, self.dims.adapter
         return (
             f"Llama {llm.n_layers}x{llm.hidden_size} (GQA {llm.n_heads}/{llm.n_kv_heads}, FFN "
-            f"{llm.intermediate_size}, vocab {llm.vocab_size}; {_millions(llm.n_params)} params), Whisper encoder "
-            f"{enc.n_audio_layer}x{enc.n_audio_state} ({_millions(enc.n_params)}), adapter hidden "
+            f"{llm.intermediate_size}, vocab {llm.vocab_size}; {millions(llm.n_params)} params), Whisper encoder "
+            f"{enc.n_audio_layer}x{enc.n_audio_state} ({millions(enc.n_params)}), adapter hidden "
             f"{adapter.hidden_dim}, unit decoder ({unit.n_layers},{unit.dim},{unit.n_heads},{unit.ffn_dim}) "
-            f"λ={unit.upsample_factor} ({_millions(unit.n_params)}); {self.vocoder_kind} unit HiFi-GAN; "
+            f"λ={unit.upsample_factor} ({millions(unit.n_params)}); {self.vocoder_kind} unit HiFi-GAN; "
             f"random weights, seed {self.seed}"
         )
-
-
-def _millions(n: int) -> str:
-    """``8,030M``, ``142M``, ``0.74M``: three significant digits for small parts."""
-    return f"{n / 1e6:,.0f}M" if n >= 100e6 else f"{n / 1e6:.3g}M"
 
 
 def full_set_bytes() -> int:

@@ -25,6 +25,7 @@ from engine.tiny import TinySpec, write_tiny_set
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EARLIER = "# OmniTalk benchmark results\n\n## An earlier run\n\nkeep me\n"
 BENCH_TIMEOUT_S = 300
+QUICK_ARGS = ("--device", "cpu", "--size", "tiny", "--quick", "--runs", "1", "--threads", "1", "--out")
 
 
 def _tables(markdown: str) -> list[list[list[str]]]:
@@ -59,7 +60,8 @@ def test_quick_tiny_bench_prints_the_tables_and_appends_a_section(tmp_path: Path
     out.write_text(EARLIER, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "OMNITALK_HOME"}
     run = subprocess.run(
-        [sys.executable, "-m", "engine", "bench", "--device", "cpu", "--size", "tiny", "--quick", "--out", str(out)],
+        # One torch thread: a tiny model gains nothing from more, and a busy 2-core machine makes them spin.
+        [sys.executable, "-m", "engine", "bench", *QUICK_ARGS, str(out)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -80,8 +82,8 @@ def test_quick_tiny_bench_prints_the_tables_and_appends_a_section(tmp_path: Path
         "### 5. Streaming quality",
     ):
         assert heading in section
-    assert "- Command: `python -m engine bench --device cpu --size tiny --quick --out" in section
-    assert "load average" in section and "Versions: Python" in section
+    assert "- Command: `python -m engine bench --device cpu --size tiny --quick --runs 1 --threads 1 --out" in section
+    assert "load average" in section and "Versions: Python" in section and "torch threads 1" in section
     tables = _tables(section)
     labels = [c.label for c in chunkings()]
 
