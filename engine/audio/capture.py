@@ -114,6 +114,7 @@ class Recorder:
         self._take_frames = 0
         self._limit_hit = False
         self._callbacks = 0
+        self._in_callback = False
         self._overflows = 0
         self._mean_square = 0.0
 
@@ -280,6 +281,13 @@ class Recorder:
     # --- audio thread --------------------------------------------------------------------------
     def _on_audio(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # Runs on the PortAudio thread: copy and count only. No allocation beyond views, no locks.
+        self._in_callback = True  # first, before _recording is read (see _wait_for_inflight_block)
+        try:
+            self._copy_block(indata, frames, status)
+        finally:
+            self._in_callback = False
+
+    def _copy_block(self, indata: np.ndarray, frames: int, status: Any) -> None:
         self._callbacks += 1
         if status.input_overflow:
             self._overflows += 1
@@ -367,13 +375,17 @@ class Recorder:
 
     # --- helpers (API lock held) ---------------------------------------------------------------
     def _wait_for_inflight_block(self) -> None:
-        """Let a callback that saw ``_recording`` still True finish its copy before the last drain."""
+        """Let a callback that saw ``_recording`` still True finish its copy before the last drain.
+
+        ``_recording`` is already False here, so a callback that has not started copies nothing; only
+        one in progress can still be writing. Waiting for the *next* block instead would add up to a
+        block (20 ms) to every key release.
+        """
         if self._stream is None or self._error is not None:
             return
-        seen = self._callbacks
         deadline = time.perf_counter() + 2 * self._opts.block_s + 0.05
-        while self._callbacks == seen and time.perf_counter() < deadline:
-            time.sleep(0.002)
+        while self._in_callback and time.perf_counter() < deadline:
+            time.sleep(0.0005)
 
     def _close_stream(self) -> None:
         reader, self._reader = self._reader, None
