@@ -19,11 +19,14 @@ from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
 from app.setup_wizard import SetupWizard
+from app.tasks import wait_for_background
 from app.theme import apply_theme
 from engine.paths import APP_NAME
 from engine.version import __version__
 
 logger = logging.getLogger(__name__)
+
+BACKGROUND_DRAIN_MS = 20_000
 
 
 def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
@@ -155,5 +158,9 @@ def run(args: argparse.Namespace) -> int:
     QTimer.singleShot(0, controller.window.on_started)
     app.aboutToQuit.connect(controller.shutdown)
     code = app.exec()
+    # A background task (a first `import torch` for the memory probe can take seconds) must finish
+    # before the interpreter shuts down under it.
+    if not wait_for_background(BACKGROUND_DRAIN_MS):
+        logger.warning("Background tasks still running at exit")
     logger.info("OmniTalk exiting with code %s", code)
     return int(code)

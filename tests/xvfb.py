@@ -63,3 +63,19 @@ def xvfb_display() -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def quit_with_ctrl_q(env: dict[str, str], window: str, proc: subprocess.Popen[bytes], attempts: int = 5) -> int:
+    """Focus ``window`` and press Ctrl+Q until the app exits; return its exit code.
+
+    Without a window manager, focus can still be moving away from a dialog that just closed, so a
+    single key press may land nowhere.
+    """
+    for _attempt in range(attempts):
+        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+        subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
+        try:
+            return proc.wait(timeout=6)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait(timeout=30)

@@ -18,7 +18,7 @@ import pytest
 from engine.tiny import write_tiny_set
 from tests.engine.audio_fixtures import QUESTION_TEXT, espeak_wav, read_wav
 from tests.pulse import PulseServer, pulse_server, require_tools
-from tests.xvfb import xvfb_display
+from tests.xvfb import quit_with_ctrl_q, xvfb_display
 
 __all__ = ["pulse_server", "xvfb_display"]
 
@@ -114,9 +114,7 @@ def test_hold_hotkey_ask_and_hear_the_answer(pulse_server: PulseServer, xvfb_dis
         _screenshot(env, "e2e_settings_pane.png")
         subprocess.run(["xdotool", "key", "Escape"], env=env, check=True)
         time.sleep(0.5)
-        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
-        subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
-        assert app.wait(timeout=60) == 0
+        assert quit_with_ctrl_q(env, window, app) == 0
     finally:
         if speaker is not None and speaker.poll() is None:
             speaker.kill()

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.xvfb import require_tools, xvfb_display  # noqa: F401  (fixture)
+from tests.xvfb import quit_with_ctrl_q, require_tools, xvfb_display  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -53,9 +53,7 @@ def test_main_py_opens_a_real_window_and_quits(xvfb_display: str, tmp_path: Path
             assert time.monotonic() < deadline, "the setup wizard did not close on Escape"
             time.sleep(0.1)
         # Xvfb has no window manager, so focus the window directly (windowactivate needs a WM).
-        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
-        subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
-        assert proc.wait(timeout=30) == 0
+        assert quit_with_ctrl_q(env, window, proc) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
