@@ -98,7 +98,7 @@ def test_quick_tiny_bench_prints_the_tables_and_appends_a_section(tmp_path: Path
         assert all(math.isfinite(v) for v in values)
     for row in latency[1:]:
         first_audio, stages = _number(row[1]), [_number(c) for c in row[3:9]]
-        assert 0 < stages[0] <= first_audio  # the recording stopped before anything was heard
+        assert 0 <= stages[0] <= first_audio  # the recording stopped (a ms or less) before anything was heard
     assert "Issue #5 target" in section
     for row in per_turn[1:]:
         assert _number(row[1]) >= 1 and _number(row[5]) > 0
