@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import WHISPER_LARGE_V3, AdapterDims, LlmDims, OmniDims, RopeScaling, UnitDecoderDims
+from engine.config import OmniDims
 from engine.errors import ModelMissing
 from engine.gpu import GpuInfo, list_gpus
 
@@ -36,38 +36,6 @@ VOCODER_FIX = "Choose the folder with g_00500000 and config.json (the unit vocod
 
 # ICTNLP/Llama-3.1-8B-Omni's config.json (Llama-3.1-8B-Instruct + CTC unit decoder "(2,4096,32,11008)")
 # with Whisper large-v3 and the 2048-wide adapter, for estimates before any file is on disk.
-_LLAMA31_ROPE = RopeScaling(
-    rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
-)
-OFFICIAL_DIMS = OmniDims(
-    llm=LlmDims(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        head_dim=128,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        rope_scaling=_LLAMA31_ROPE,
-    ),
-    adapter=AdapterDims(encoder_dim=1280, ds_rate=5, hidden_dim=2048, llm_dim=4096),
-    unit_decoder=UnitDecoderDims(
-        n_layers=2,
-        dim=4096,
-        n_heads=32,
-        ffn_dim=11008,
-        upsample_factor=25,
-        unit_vocab_size=1000,
-        llm_dim=4096,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        rope_scaling=_LLAMA31_ROPE,
-    ),
-    encoder=WHISPER_LARGE_V3,
-)
 
 
 @dataclass(frozen=True, slots=True)

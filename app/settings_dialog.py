@@ -43,7 +43,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.gpu_info import (
-    OFFICIAL_DIMS,
     QUANT_LABELS,
     Estimates,
     Estimator,
@@ -62,7 +61,7 @@ from app.settings import _RANGES, THEMES, AppSettings
 from app.tasks import run_in_background
 from engine.audio.backend import AudioDevice
 from engine.audio.devices import list_devices, refresh_devices
-from engine.config import DEFAULT_SYSTEM_PROMPT, OmniDims
+from engine.config import DEFAULT_SYSTEM_PROMPT, OFFICIAL_DIMS, OmniDims
 from engine.errors import EngineError
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.gpu_info import (
-    OFFICIAL_DIMS,
     QUANT_LABELS,
     Estimates,
     Estimator,
@@ -57,6 +56,7 @@ from app.gpu_info import (
 from app.settings import AppSettings
 from app.settings_dialog import ERROR_COLOUR, OK_COLOUR, coloured, error_text, path_row
 from app.tasks import on_main, run_in_background
+from engine.config import OFFICIAL_DIMS
 from engine.errors import Cancelled, EngineError
 from engine.model_download import (
     DownloadPlan,

@@ -179,3 +179,38 @@ class ConversationOptions:
     # Oldest turns are dropped so that context + the new turn + max_new_tokens fit. None: the
     # model's ``tokenizer_model_max_length`` (2048 for the release, the length it was trained on).
     max_context_tokens: int | None = None
+
+
+_LLAMA31_ROPE = RopeScaling(
+    rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
+# LLaMA-Omni 8B as released (ICTNLP/Llama-3.1-8B-Omni): for memory estimates before any file exists.
+OFFICIAL_DIMS = OmniDims(
+    llm=LlmDims(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        head_dim=128,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA31_ROPE,
+    ),
+    adapter=AdapterDims(encoder_dim=1280, ds_rate=5, hidden_dim=2048, llm_dim=4096),
+    unit_decoder=UnitDecoderDims(
+        n_layers=2,
+        dim=4096,
+        n_heads=32,
+        ffn_dim=11008,
+        upsample_factor=25,
+        unit_vocab_size=1000,
+        llm_dim=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA31_ROPE,
+    ),
+    encoder=WHISPER_LARGE_V3,
+)

@@ -10,11 +10,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 from pytestqt.qtbot import QtBot
 
-from app.gpu_info import OFFICIAL_DIMS, ModelCheck, SystemInfo, estimate_all, gb
+from app.gpu_info import ModelCheck, SystemInfo, estimate_all, gb
 from app.settings import _RANGES, AppSettings
 from app.settings_dialog import ERROR_COLOUR, LATENCY_PRESETS, SettingsDialog
 from app.tasks import wait_for_background
 from engine.audio.backend import AudioDevice
+from engine.config import OFFICIAL_DIMS
 from engine.errors import ModelMissing
 from engine.gpu import GpuInfo
 

@@ -213,3 +213,10 @@ def test_an_answer_too_short_for_a_chunk_is_timed_up_to_its_last_token() -> None
     result = analyse(raw)
     assert result.tokens_to_first_chunk == 3
     assert sum(result.parts_ms) == pytest.approx(result.overhead_ms)
+
+
+def test_the_full_size_writer_uses_the_official_dimensions() -> None:
+    from engine.bench.sizes import full_dims
+    from engine.config import OFFICIAL_DIMS
+
+    assert full_dims() == OFFICIAL_DIMS
