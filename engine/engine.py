@@ -289,14 +289,11 @@ class Engine:
 
     def _ensure_recorder(self) -> Recorder:
         if self._recorder is None:
-            gen_at_open = self._gen
-
-            def on_limit() -> None:
-                self._commands.put(_LimitReached(self._gen if self._recording_since else gen_at_open))
-
+            # The generation at the time of the limit names the take (every press bumps it), so a
+            # late limit from an earlier take cannot stop the next one.
             self._recorder = self._make_recorder(
                 self.options.input_device,
-                on_limit=on_limit,
+                on_limit=lambda: self._commands.put(_LimitReached(self._gen)),
                 on_error=lambda err: self._commands.put(_InputLost(err)),
             )
         return self._recorder
