@@ -27,6 +27,8 @@ from engine.version import __version__
 logger = logging.getLogger(__name__)
 
 BACKGROUND_DRAIN_MS = 20_000
+# Command-line option (argparse dest) -> the AppSettings field it overrides for this run.
+COMMAND_LINE_MODEL_FIELDS = {"model": "model_dir", "speech_encoder": "speech_encoder", "vocoder": "vocoder_dir"}
 
 
 def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
@@ -138,12 +140,11 @@ class Controller:
 
 def _with_command_line(settings: AppSettings, args: argparse.Namespace) -> AppSettings:
     """--model / --speech-encoder / --vocoder override the saved model for this run."""
-    changes = {}
-    for name in ("model", "speech_encoder", "vocoder"):
-        value = getattr(args, name, None)
-        if value is not None:
-            field = {"model": "model_dir", "speech_encoder": "speech_encoder", "vocoder": "vocoder_dir"}[name]
-            changes[field] = str(Path(value).expanduser().resolve())
+    changes = {
+        field: str(Path(value).expanduser().resolve())
+        for option, field in COMMAND_LINE_MODEL_FIELDS.items()
+        if (value := getattr(args, option, None)) is not None
+    }
     return settings.replace(**changes) if changes else settings
 
 
