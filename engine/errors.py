@@ -90,3 +90,22 @@ class DeviceUnavailable(EngineError):
     """The requested compute device (e.g. CUDA) or backend (bitsandbytes) is not usable here."""
 
     kind = "device_unavailable"
+
+
+def _all_kinds(cls: type[EngineError]) -> dict[str, type[EngineError]]:
+    kinds = {cls.kind: cls}
+    for sub in cls.__subclasses__():
+        for kind, found in _all_kinds(sub).items():
+            kinds.setdefault(kind, found)
+    return kinds
+
+
+def error_from_kind(
+    kind: str, message: str, *, path: str | Path | None = None, fix: str | None = None
+) -> EngineError:
+    """Rebuild an error reported by another process (its ``kind``) as the matching EngineError class.
+
+    An unknown kind gives a plain EngineError, so a newer child process never crashes an older parent.
+    """
+    cls = _all_kinds(EngineError).get(kind, EngineError)
+    return cls(message, path=path, fix=fix)

@@ -110,6 +110,7 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
             device=vocoder_device,
             on_progress=lambda f, m: progress(MODEL_SHARE + f * (1 - MODEL_SHARE), m),
             backend="auto",
+            export_in_subprocess=True,
         )
     progress(1.0, "Ready")
     backend = OmniBackend(model)

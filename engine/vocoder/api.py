@@ -54,6 +54,7 @@ def load_vocoder_runtime(
     export_dir: Path | None = None,
     opset: int = DEFAULT_OPSET,
     warm_up: bool = True,
+    export_in_subprocess: bool = False,
 ) -> VocoderRuntime:
     """Load the vocoder in ``vocoder_dir`` for the engine, ready to use (warmed up).
 
@@ -61,7 +62,8 @@ def load_vocoder_runtime(
     onnxruntime, on CUDA when its provider really loads (``runtime.providers`` tells), otherwise on
     CPU with a logged reason; ``device="cuda"`` raises DeviceUnavailable instead of falling back.
     backend "torch" runs the PyTorch model. "auto" is "onnx" when onnxruntime is installed.
-    ``on_progress(fraction, message)`` is called from this thread.
+    ``on_progress(fraction, message)`` is called from this thread. ``export_in_subprocess`` runs a
+    needed ONNX export in a child process (the app's choice: it keeps the UI thread's GIL free).
     """
     vocoder_dir = Path(vocoder_dir)
     check_device(device)
@@ -78,7 +80,8 @@ def load_vocoder_runtime(
 
         config = load_config(vocoder_dir)
         export = ensure_vocoder_onnx(
-            vocoder_dir, opset=opset, export_dir=export_dir, on_progress=_scaled(on_progress, 0.0, _EXPORT_SHARE)
+            vocoder_dir, opset=opset, export_dir=export_dir, on_progress=_scaled(on_progress, 0.0, _EXPORT_SHARE),
+            in_subprocess=export_in_subprocess,
         )
         if on_progress is not None:
             on_progress(_EXPORT_SHARE, "Starting onnxruntime")
@@ -88,7 +91,9 @@ def load_vocoder_runtime(
             # A cached file damaged after its manifest was written (disk error, antivirus, a partial
             # copy): the cache is derived data, so rebuild it once rather than fail the app.
             logger.warning("the cached vocoder export is unreadable; exporting it again", exc_info=True)
-            export = ensure_vocoder_onnx(vocoder_dir, opset=opset, export_dir=export_dir, force=True)
+            export = ensure_vocoder_onnx(
+                vocoder_dir, opset=opset, export_dir=export_dir, force=True, in_subprocess=export_in_subprocess
+            )
             runtime = OnnxVocoderRuntime(config, export.durations_path, export.generator_path, device)
     else:
         if on_progress is not None:

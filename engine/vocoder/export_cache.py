@@ -70,8 +70,13 @@ def ensure_vocoder_onnx(
     export_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
     force: bool = False,
+    in_subprocess: bool = False,
 ) -> OnnxExport:
-    """Return a checked ONNX export of ``vocoder_dir``, exporting only when the cache is stale."""
+    """Return a checked ONNX export of ``vocoder_dir``, exporting only when the cache is stale.
+
+    ``in_subprocess`` runs the export in a child process (``export_process``): the app does this
+    so the export's long GIL-holding stretches cannot freeze its UI thread.
+    """
     export_dir = Path(export_dir) if export_dir is not None else default_export_dir(vocoder_dir)
     if on_progress is not None:
         on_progress(0.0, "Checking the vocoder's ONNX export")
@@ -84,6 +89,10 @@ def ensure_vocoder_onnx(
         manifest = read_manifest(export_dir) or {}
         return OnnxExport(export_dir, export_dir / DURATIONS_FILENAME, export_dir / GENERATOR_FILENAME, manifest)
     logger.info("exporting the vocoder to ONNX in %s: %s", export_dir, "; ".join(reasons))
+    if in_subprocess:
+        from engine.vocoder.export_process import export_in_subprocess
+
+        return export_in_subprocess(vocoder_dir, export_dir, opset=opset, on_progress=on_progress)
     return export_vocoder_onnx(
         vocoder_dir, export_dir, opset=opset, on_progress=on_progress, fingerprint=fingerprint
     )
