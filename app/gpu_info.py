@@ -15,6 +15,7 @@ from pathlib import Path
 from engine.config import OmniDims
 from engine.errors import ModelMissing
 from engine.gpu import GpuInfo, list_gpus
+from engine.heap import import_long_lived
 
 GB = 1_000_000_000
 MB = 1_000_000
@@ -98,6 +99,7 @@ def size_text(n_bytes: int) -> str:
 
 def probe_system() -> SystemInfo:
     """NVIDIA GPUs (NVML) and free RAM now. Slow-ish (imports torch for the RAM reading)."""
+    import_long_lived("torch")  # called off the UI thread; this keeps the import from stalling it
     import torch
 
     from engine.model.memory import available_memory
@@ -110,6 +112,7 @@ Estimates = Mapping[tuple[str, str], int]  # (device type, quant) -> bytes neede
 
 def estimate_all(dims: OmniDims, max_new_tokens: int) -> dict[tuple[str, str], int]:
     """``estimate_memory`` for every quantization on CUDA and on the CPU (imports torch)."""
+    import_long_lived("engine.model.memory")
     from engine.model.memory import estimate_memory
 
     return {

@@ -59,6 +59,7 @@ from engine.events import (
     TurnMetrics,
     TurnStarted,
 )
+from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
 from engine.pipeline import LoadedModel, ModelLoader, Stage, Step, TurnRequest
 from engine.speech_out import SpeechOutput, TurnAudio
 
@@ -238,7 +239,12 @@ class Engine:
         self._loaded = loaded
         if loaded.vocoder is not None:
             self._speech = SpeechOutput(loaded.vocoder, None, self._emit, lambda: self._gen)  # type: ignore[arg-type]
-        self._detector.preload()
+        if not self._detector.uses_model:
+            # silero-vad's first load imports its package and builds its model: as with the model
+            # code (_default_loader), keep full collections from pausing the UI meanwhile.
+            with collector_paused():
+                if self._detector.preload():
+                    freeze_long_lived("loading the speech detector")
         self._open_devices()
         self._emit(Ready(loaded.model.summary))
         self._set_state(EngineState.READY)
@@ -268,6 +274,9 @@ class Engine:
         if self._loaded is not None:
             self._loaded.model.close()
             self._loaded = None
+            # The load froze the heap (engine/heap.py); the model's reference cycles must become
+            # collectable again, or a model swap would keep the old weights in memory.
+            thaw("unloading the model")
 
     def _apply_options(self, options: EngineOptions) -> None:
         old = self.options
@@ -543,6 +552,15 @@ class Engine:
 
 
 def _default_loader(command: LoadModel, progress: Callable[[float, str], None]) -> LoadedModel:
+    # The first load imports torch, transformers and onnxruntime: hundreds of thousands of objects
+    # that live as long as the app. Full collections over them would stall the UI thread for ~200 ms
+    # each (engine/heap.py), so import them with the collector paused and freeze them.
+    import_long_lived(
+        "engine.omni_backend", "engine.vocoder.export_cache",
+        optional=("engine.vocoder.runtime_onnx",),  # without onnxruntime the vocoder runs on PyTorch
+    )
     from engine.omni_backend import load_omni
 
-    return load_omni(command, progress)
+    loaded = load_omni(command, progress)
+    freeze_long_lived("loading the model", collect_first=True)
+    return loaded

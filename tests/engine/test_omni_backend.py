@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,18 @@ def test_new_system_prompt_starts_a_new_conversation(tiny_omni_model, one_torch_
     list(backend.respond(TurnRequest(None, "Hello", custom), lambda: False))
     assert len(backend.conversation.turns) == 1
     assert backend.conversation.options.system_prompt == "Answer in one word."
+
+
+def test_loading_freezes_the_heap_and_shutting_down_thaws_it(
+    engine_run: tuple[Engine, EventLog, FakeBackend], tiny_omni: TinyPaths
+) -> None:
+    """engine/heap.py: after a load, full collections skip the long-lived objects (no UI stalls);
+    unloading makes them collectable again, so a swapped model's cycles cannot leak."""
+    engine, log, _ = engine_run
+    engine.send(LoadModel(model_dir=tiny_omni.omni, device="cpu", quant="fp32"))
+    log.wait_for(Ready, timeout_s=120)
+    frozen = gc.get_freeze_count()
+    assert frozen > 100_000  # torch, transformers, onnxruntime and the model
+    assert len(gc.get_objects()) < frozen // 10  # what a full collection still walks
+    engine.shutdown()
+    assert gc.get_freeze_count() == 0
