@@ -65,13 +65,26 @@ def test_speech_with_silence_around_it_is_speech(detector: SpeechDetector, speec
 def test_the_model_ships_in_the_wheel_and_loads_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     import silero_vad
 
-    assert (Path(silero_vad.__file__).parent / "data" / "silero_vad.jit").is_file()
+    data = Path(silero_vad.__file__).parent / "data"
+    assert (data / "silero_vad.onnx").is_file() and (data / "silero_vad.jit").is_file()
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("silero-vad tried to use the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    assert SpeechDetector().preload()
+    detector = SpeechDetector()
+    assert detector.preload()
+    # The ONNX build (onnxruntime is a dependency): same probabilities as TorchScript, no GIL-held load.
+    assert type(detector._model).__name__ == "OnnxWrapper"  # noqa: SLF001
+
+
+def test_without_onnxruntime_the_torchscript_model_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.audio.vad as vad_module
+
+    monkeypatch.setattr(vad_module, "_onnxruntime_available", lambda: False)
+    detector = SpeechDetector()
+    assert detector.preload()
+    assert isinstance(detector._model, torch.jit.ScriptModule)  # noqa: SLF001
 
 
 def test_loading_keeps_torch_thread_count() -> None:
