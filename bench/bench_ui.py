@@ -5,14 +5,17 @@
 Runs the real app pieces (EngineBridge -> Engine thread -> LLaMA-Omni random-weight model -> ONNX
 vocoder) headless (QT_QPA_PLATFORM=offscreen) and types questions into the real MainWindow, so
 every streamed token, audio chunk and state change goes through the queued signals and widgets.
-Speech output goes to the default sound device when there is one; without one the answers are
-text-only (the vocoder still runs when a device exists). Target: largest gap < 50 ms.
+Speech goes to the benchmark's clocked sound device (``engine.bench.sound``, a real-time speaker
+with no sound card needed), so the vocoder worker and the player run during every answer, as they
+do in the app. Target: largest gap < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
+import multiprocessing
 import os
 import platform
 import statistics
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,16 +34,17 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from app.bridge import EngineBridge  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
+from engine.audio.capture import Recorder  # noqa: E402
+from engine.audio.playback import Player  # noqa: E402
+from engine.bench.sound import BenchSoundBackend  # noqa: E402
+from engine.engine import Engine  # noqa: E402
 from engine.events import EngineOptions, TurnFinished  # noqa: E402
-from engine.tiny import TinySpec, write_tiny_set  # noqa: E402
+
+if TYPE_CHECKING:
+    from engine.tiny import TinyPaths  # imports torch: the app imports it in the engine thread, so must we
 
 TIMER_INTERVAL_MS = 10
 TARGET_MAX_GAP_MS = 50.0
-SIZES = {
-    "tiny": TinySpec(),
-    "mid": TinySpec(hidden=512, n_layers=8, n_heads=8, n_kv_heads=4, intermediate=1376, unit_dim=512,
-                    unit_heads=8, unit_ffn=1376),
-}
 QUESTIONS = ("What is the capital of France?", "Tell me a joke about cats.", "How do plants grow?")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -77,6 +82,15 @@ def _spin(app: QApplication, seconds: float, until=None) -> None:  # type: ignor
         time.sleep(0.001)
 
 
+def _write_model(root: Path, size: str) -> TinyPaths:
+    """Write the random-weight set (``engine.bench.sizes``) in a child process, so that (as in the
+    app) torch and transformers are first imported by the engine thread during the measured load."""
+    from engine.bench.sizes import write_bench_set  # imports torch, but only the child calls it
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(write_bench_set, size, root).result().paths
+
+
 def _summary(gaps: list[float]) -> tuple[float, float, float, int]:
     ordered = sorted(gaps)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -85,18 +99,26 @@ def _summary(gaps: list[float]) -> tuple[float, float, float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--size", choices=("tiny", "mid"), default="tiny")
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--append", action="store_true", help=f"append the table to {RESULTS}")
+    parser.add_argument("--append", action="store_true", help="append the table to --results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/RESULTS.md)")
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     probe = GapProbe()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("OMNITALK_HOME", str(Path(tmp) / "home"))
-        tiny = write_tiny_set(Path(tmp) / "model", spec=SIZES[args.size])
-        bridge = EngineBridge()
+        tiny = _write_model(Path(tmp) / "model", args.size)
+        sound = BenchSoundBackend()
+        bridge = EngineBridge(
+            lambda on_event: Engine(
+                on_event,
+                recorder_factory=lambda device, **kw: Recorder(device, backend=sound, **kw),
+                player_factory=lambda device: Player(device, backend=sound),
+            )
+        )
         window = MainWindow(bridge, AppSettings(max_new_tokens=args.max_new_tokens))
         window.show()
         finished: list[TurnFinished] = []
@@ -121,9 +143,15 @@ def main() -> int:
         turns = probe.stop()
         bridge.shutdown()
         window.close()
+        sound.close()
 
     tokens = sum(f.metrics.n_tokens for f in finished)
-    rows = [("idle (1 s)", idle), ("model loading", loading), (f"{args.turns} typed turns ({tokens} tokens)", turns)]
+    spoken_s = sum(f.metrics.audio_s for f in finished)
+    rows = [
+        ("idle (1 s)", idle),
+        ("model loading", loading),
+        (f"{args.turns} typed turns ({tokens} tokens, {spoken_s:.1f} s spoken)", turns),
+    ]
     lines = [
         f"### UI responsiveness: {args.size} model, CPU ({datetime.date.today().isoformat()})",
         "",
@@ -141,7 +169,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.append:
-        with RESULTS.open("a", encoding="utf-8") as out:
+        with args.results.open("a", encoding="utf-8") as out:
             out.write("\n" + table + "\n")
     return 0
 
