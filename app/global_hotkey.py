@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 MODIFIERS = ("ctrl", "shift", "alt", "meta")
 HOOK_START_TIMEOUT_S = 3.0
+# stop() runs on the UI thread: wait this long at most for pynput's thread (a daemon) to end.
+HOOK_STOP_TIMEOUT_S = 0.5
 _ALIASES = {
     "control": "ctrl",
     "cmd": "meta",
@@ -157,9 +159,12 @@ class GlobalHotkey(QObject):
 
     def stop(self) -> None:
         if self._listener is not None:
-            self._listener.stop()
-            self._listener.join(HOOK_START_TIMEOUT_S)
-            self._listener = None
+            listener, self._listener = self._listener, None
+            listener.stop()
+            _end_xrecord(listener)
+            listener.join(HOOK_STOP_TIMEOUT_S)
+            if listener.is_alive():
+                logger.warning("the global hotkey's listener thread did not stop; it ends with the next key event")
         if self.matcher.active:
             self.matcher.active = False
             self.released.emit()
@@ -171,3 +176,22 @@ class GlobalHotkey(QObject):
     def _on_release(self, key: Any) -> None:
         if self.matcher.release(_pynput_name(key)) == "release":
             self.released.emit()
+
+
+def _end_xrecord(listener: Any) -> None:
+    """Make pynput's X11 listener thread end now rather than at the next key event.
+
+    pynput (1.8) disables its XRecord context on the connection that is blocked reading the
+    recorded events, without flushing, so ``join`` waited until a key was pressed (3 s of frozen
+    UI when the hotkey was switched off, a thread left over at exit). The X Record extension wants
+    the disable sent on another ("control") connection, which pynput keeps as ``_display_stop``.
+    Other platforms and pynput versions without those attributes are left alone.
+    """
+    control, context = getattr(listener, "_display_stop", None), getattr(listener, "_context", None)
+    if control is None or context is None:
+        return
+    try:
+        control.record_disable_context(context)
+        control.flush()
+    except Exception:  # the display may already be gone (session ending): the thread ends anyway
+        logger.debug("could not disable the XRecord context", exc_info=True)

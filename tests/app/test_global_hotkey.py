@@ -48,8 +48,13 @@ def test_pynput_sees_a_real_key_hold(xvfb_display: str, qtbot: QtBot, monkeypatc
         with qtbot.waitSignal(hotkey.released, timeout=10_000):
             subprocess.run(["xdotool", "keyup", "F9"], env=env, check=True)
     finally:
+        listener = hotkey._listener  # noqa: SLF001
         hotkey.stop()
     assert not hotkey.running
+    # pynput alone would keep its thread until the next key event (and block stop() meanwhile).
+    assert not listener.is_alive()
+    assert hotkey.start()  # switching it back on works
+    hotkey.stop()
 
 
 def test_without_a_display_it_says_so(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
