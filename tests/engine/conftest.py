@@ -18,14 +18,24 @@ import torch
 from engine.tiny import TinyPaths, write_tiny_set
 
 
-@pytest.fixture()
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the spinning
-    worker threads make every op ~8x slower. Restored afterwards for other test modules."""
+def _single_thread() -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the spinning
+    worker threads make every op ~8x slower. Restored afterwards for other test modules."""
+    yield from _single_thread()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module() -> Iterator[None]:
+    """``one_torch_thread`` for a whole module: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    yield from _single_thread()
 
 
 @pytest.fixture(scope="session")

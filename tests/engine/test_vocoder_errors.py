@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,7 @@ from engine.vocoder.config import CONFIG_FILENAME
 from engine.vocoder.runtime_torch import TorchVocoderRuntime
 from engine.vocoder.streaming import StreamingVocoder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread() -> Iterator[None]:
-    """Tiny models are latency-bound: one thread avoids OpenMP stalls when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tiny models are latency-bound
 
 
 @pytest.fixture(scope="module")

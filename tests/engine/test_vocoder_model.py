@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,13 +34,7 @@ from engine.vocoder.receptive import (
 HOP = 320
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread() -> Iterator[None]:
-    """Tiny models are latency-bound: one thread avoids OpenMP stalls when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tiny models are latency-bound
 
 
 @pytest.fixture(scope="module")

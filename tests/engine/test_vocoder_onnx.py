@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import soundfile as sf
-import torch
 from onnx import numpy_helper
 
 import engine.vocoder.onnx_export as onnx_export
@@ -37,14 +35,7 @@ from engine.vocoder.receptive import exact_lookahead_units
 from engine.vocoder.runtime_onnx import CPU_PROVIDER, CUDA_PROVIDER, OnnxVocoderRuntime
 from engine.vocoder.runtime_torch import TorchVocoderRuntime
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread() -> Iterator[None]:
-    """Tiny models are latency-bound: one thread avoids OpenMP stalls when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tiny models are latency-bound
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from engine.vocoder.checkpoint import load_torch_vocoder, write_tiny_vocoder
 from engine.vocoder.quality import compare_stream, reference_chunked_synthesis, snr_db, streamed_synthesis
@@ -18,13 +15,7 @@ N_UNITS = 120
 EXACT_MAX_DIFF = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread() -> Iterator[None]:
-    """Tiny models are latency-bound: one thread avoids OpenMP stalls when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tiny models are latency-bound
 
 
 @pytest.fixture(scope="module")
