@@ -1,4 +1,9 @@
-"""The live transcript: one card per turn, the assistant's text streaming in, replay and copy per answer."""
+"""The live transcript: one card per turn, the assistant's text streaming in, replay and copy per answer.
+
+Streaming cost is bounded: each text delta only extends the card's string; the label is refreshed
+at most every ``REFRESH_MS`` (25 times a second looks live), and as plain text, so a fast model
+does not relayout and repaint the window once per token (measured by ``bench/bench_ui.py``).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ from PySide6.QtWidgets import (
 
 from engine.events import TurnFinished, TurnStarted
 
+REFRESH_MS = 40
+
 
 class TurnCard(QFrame):
     """A user turn and the assistant's answer to it."""
 
     replayRequested = Signal(object)  # float32 pcm at 16 kHz
+    refreshed = Signal()  # the answer label now shows the latest text
 
     def __init__(self, started: TurnStarted, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,6 +47,7 @@ class TurnCard(QFrame):
         self.user_label = QLabel(user)
         self.user_label.setWordWrap(True)
         self.answer_label = QLabel("…")
+        self.answer_label.setTextFormat(Qt.TextFormat.PlainText)  # model text is never markup
         self.answer_label.setObjectName("answer")
         self.answer_label.setWordWrap(True)
         self.answer_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -64,6 +73,10 @@ class TurnCard(QFrame):
         layout.addWidget(self.answer_label)
         layout.addLayout(buttons)
         self._text = ""
+        self._refresh = QTimer(self)
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(REFRESH_MS)
+        self._refresh.timeout.connect(self._show_text)
 
     @property
     def answer_text(self) -> str:
@@ -71,7 +84,13 @@ class TurnCard(QFrame):
 
     def append_text(self, delta: str) -> None:
         self._text += delta
-        self.answer_label.setText(_escape(self._text).replace("\n", "<br>") or "…")
+        if not self._refresh.isActive():
+            self._refresh.start()
+
+    def _show_text(self) -> None:
+        self._refresh.stop()
+        self.answer_label.setText(self._text or "…")
+        self.refreshed.emit()
 
     def append_audio(self, pcm: np.ndarray) -> None:
         self._audio.append(pcm)
@@ -92,8 +111,11 @@ class TurnCard(QFrame):
         if m.tokens_per_s:
             parts.append(f"{m.tokens_per_s:.1f} tokens/s")
         self.note_label.setText(" · ".join(parts))
-        if not self._text:
-            self.answer_label.setText("<i>(no answer)</i>")
+        if self._text:
+            self._show_text()
+        else:
+            self._refresh.stop()
+            self.answer_label.setText("(no answer)")
 
     def copy_answer(self) -> None:
         QGuiApplication.clipboard().setText(self._text)
@@ -125,6 +147,7 @@ class TranscriptView(QScrollArea):
         self.placeholder.hide()
         card = TurnCard(started)
         card.replayRequested.connect(self.replayRequested)
+        card.refreshed.connect(self._follow)
         self.cards[started.turn_id] = card
         self._layout.addWidget(card)
         self._follow()
@@ -134,7 +157,6 @@ class TranscriptView(QScrollArea):
         card = self.cards.get(turn_id)
         if card is not None:
             card.append_text(delta)
-            self._follow()
 
     def append_audio(self, turn_id: int, pcm: np.ndarray) -> None:
         card = self.cards.get(turn_id)
@@ -155,4 +177,5 @@ class TranscriptView(QScrollArea):
     def _follow(self) -> None:
         bar = self.verticalScrollBar()
         if bar.value() >= bar.maximum() - 40:  # at (or near) the bottom: keep following
-            QTimer.singleShot(0, lambda: bar.setValue(bar.maximum()))
+            # Context object: the call is dropped if the view is gone by then (window closed).
+            QTimer.singleShot(0, bar, lambda: bar.setValue(bar.maximum()))
