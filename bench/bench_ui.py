@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.bridge import EngineBridge  # noqa: E402
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from engine.tiny import TinyPaths  # imports torch: the app imports it in the engine thread, so must we
 
 TIMER_INTERVAL_MS = 10
+CHECK_INTERVAL_MS = 50  # how often the driver checks whether a phase is over
 TARGET_MAX_GAP_MS = 50.0
 QUESTIONS = ("What is the capital of France?", "Tell me a joke about cats.", "How do plants grow?")
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -76,10 +77,15 @@ class GapProbe:
 
 
 def _spin(app: QApplication, seconds: float, until=None) -> None:  # type: ignore[no-untyped-def]
+    """Run Qt's event loop (as ``app.exec()`` does in the app, no polling) until ``until()`` or timeout."""
+    loop = QEventLoop()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (until and until()):
-        app.processEvents()
-        time.sleep(0.001)
+    check = QTimer()
+    check.setInterval(CHECK_INTERVAL_MS)
+    check.timeout.connect(lambda: loop.quit() if time.monotonic() >= deadline or (until and until()) else None)
+    check.start()
+    loop.exec()
+    check.stop()
 
 
 def _write_model(root: Path, size: str) -> TinyPaths:
