@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 logger = logging.getLogger(__name__)
 
 MODIFIERS = ("ctrl", "shift", "alt", "meta")
 HOOK_START_TIMEOUT_S = 3.0
-# stop() runs on the UI thread: wait this long at most for pynput's thread (a daemon) to end.
-HOOK_STOP_TIMEOUT_S = 0.5
+# After stop(), when to check that pynput's thread has ended.
+HOOK_STOP_CHECK_MS = 2000
 _ALIASES = {
     "control": "ctrl",
     "cmd": "meta",
@@ -162,9 +162,8 @@ class GlobalHotkey(QObject):
             listener, self._listener = self._listener, None
             listener.stop()
             _end_xrecord(listener)
-            listener.join(HOOK_STOP_TIMEOUT_S)
-            if listener.is_alive():
-                logger.warning("the global hotkey's listener thread did not stop; it ends with the next key event")
+            # The UI thread never joins threads: the listener (a daemon) ends on its own; say so if not.
+            QTimer.singleShot(HOOK_STOP_CHECK_MS, lambda: _check_stopped(listener))
         if self.matcher.active:
             self.matcher.active = False
             self.released.emit()
@@ -176,6 +175,11 @@ class GlobalHotkey(QObject):
     def _on_release(self, key: Any) -> None:
         if self.matcher.release(_pynput_name(key)) == "release":
             self.released.emit()
+
+
+def _check_stopped(listener: Any) -> None:
+    if listener.is_alive():
+        logger.warning("the global hotkey's listener thread has not stopped; it ends with the next key event")
 
 
 def _end_xrecord(listener: Any) -> None:

@@ -51,10 +51,12 @@ def test_pynput_sees_a_real_key_hold(xvfb_display: str, qtbot: QtBot, monkeypatc
         listener = hotkey._listener  # noqa: SLF001
         hotkey.stop()
     assert not hotkey.running
-    # pynput alone would keep its thread until the next key event (and block stop() meanwhile).
-    assert not listener.is_alive()
+    # pynput alone would keep its thread until the next key event.
+    qtbot.waitUntil(lambda: not listener.is_alive(), timeout=2000)
     assert hotkey.start()  # switching it back on works
+    again = hotkey._listener  # noqa: SLF001
     hotkey.stop()
+    qtbot.waitUntil(lambda: not again.is_alive(), timeout=2000)
 
 
 def test_without_a_display_it_says_so(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
