@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.audio.capture import dbfs
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
+from engine.vocoder.runtime import onnxruntime_available
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,6 @@ VAD_WINDOW_S = VAD_WINDOW_SAMPLES / MODEL_SAMPLE_RATE_HZ
 ENERGY_FLOOR_DBFS = -50.0  # a window quieter than this is not speech, whatever the model says
 SPEECH_PROB_THRESHOLD = 0.5
 MIN_SPEECH_S = 0.15  # speech needed in a take (energy and model each) to start a turn
-
-
-def _onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _load_silero() -> Any:
@@ -54,7 +47,7 @@ def _load_silero() -> Any:
             warnings.simplefilter("ignore", DeprecationWarning)
             from silero_vad import load_silero_vad  # its import calls torch.set_num_threads(1)
 
-            return load_silero_vad(onnx=_onnxruntime_available())
+            return load_silero_vad(onnx=onnxruntime_available())
     finally:
         torch.set_num_threads(threads)
 

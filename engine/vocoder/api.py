@@ -21,7 +21,7 @@ from engine.vocoder.checkpoint import load_torch_vocoder
 from engine.vocoder.config import load_config
 from engine.vocoder.defaults import DEFAULT_OPSET
 from engine.vocoder.onnx_export import ProgressCallback
-from engine.vocoder.runtime import VocoderRuntime, check_device
+from engine.vocoder.runtime import VocoderRuntime, check_device, onnxruntime_available
 from engine.vocoder.runtime_torch import TorchVocoderRuntime
 
 logger = logging.getLogger(__name__)
@@ -35,14 +35,6 @@ def _scaled(on_progress: ProgressCallback | None, low: float, high: float) -> Pr
     if on_progress is None:
         return None
     return lambda fraction, message: on_progress(low + (high - low) * fraction, message)
-
-
-def _onnxruntime_importable() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def load_vocoder_runtime(
@@ -70,7 +62,7 @@ def load_vocoder_runtime(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "onnx" if _onnxruntime_importable() else "torch"
+        backend = "onnx" if onnxruntime_available() else "torch"
         if backend == "torch":
             logger.warning("onnxruntime is not installed; the vocoder runs on PyTorch")
     runtime: VocoderRuntime

@@ -26,6 +26,15 @@ _WARMUP_EXTRA_FRAMES = 24
 _WARMUP_UNITS = 16
 
 
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime imports here (it is optional: without it the vocoder and VAD use torch)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def validate_units(units: Sequence[int] | np.ndarray, num_embeddings: int) -> np.ndarray:
     """Any sequence of unit ids -> int64 (n_units,); BadInput if not integers in [0, num_embeddings)."""
     try:

@@ -81,7 +81,7 @@ def test_the_model_ships_in_the_wheel_and_loads_offline(monkeypatch: pytest.Monk
 def test_without_onnxruntime_the_torchscript_model_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.audio.vad as vad_module
 
-    monkeypatch.setattr(vad_module, "_onnxruntime_available", lambda: False)
+    monkeypatch.setattr(vad_module, "onnxruntime_available", lambda: False)
     detector = SpeechDetector()
     assert detector.preload()
     assert isinstance(detector._model, torch.jit.ScriptModule)  # noqa: SLF001
