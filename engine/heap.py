@@ -43,8 +43,8 @@ def freeze_long_lived(what: str, *, collect_first: bool = False) -> None:
     """Move every object alive now into the permanent generation (never scanned again).
 
     ``collect_first`` first frees what is already garbage among the young (not yet frozen)
-    objects, so cycles left over from loading (tensors included) are released rather than kept
-    forever; it walks only objects created since the last freeze, so it is quick.
+    objects, so cycles left over from loading (tensors included) are released now rather than
+    kept until the next ``thaw``; it walks only objects created since the last freeze, so it is quick.
     """
     global _frozen
     started = time.perf_counter()

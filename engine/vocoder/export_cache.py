@@ -92,7 +92,9 @@ def ensure_vocoder_onnx(
     if in_subprocess:
         from engine.vocoder.export_process import export_in_subprocess
 
-        return export_in_subprocess(vocoder_dir, export_dir, opset=opset, on_progress=on_progress)
+        return export_in_subprocess(
+            vocoder_dir, export_dir, opset=opset, on_progress=on_progress, fingerprint=fingerprint
+        )
     return export_vocoder_onnx(
         vocoder_dir, export_dir, opset=opset, on_progress=on_progress, fingerprint=fingerprint
     )

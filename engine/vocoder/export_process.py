@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from engine.errors import EngineError, error_from_kind
+from engine.errors import EngineError, NotEnoughMemory, error_from_kind
 from engine.vocoder.defaults import DEFAULT_OPSET
 from engine.vocoder.onnx_export import (
     DURATIONS_FILENAME,
@@ -58,10 +58,13 @@ def export_in_subprocess(
     *,
     opset: int = DEFAULT_OPSET,
     on_progress: ProgressCallback | None = None,
+    fingerprint: dict[str, object] | None = None,
     python: str | None = None,
 ) -> OnnxExport:
     """Export ``vocoder_dir`` into ``out_dir`` (as ``export_vocoder_onnx``) in a child Python process.
 
+    ``fingerprint`` is ``source_fingerprint(vocoder_dir, opset)`` if the caller already has it (the
+    cache check does): the child then writes it to the manifest instead of hashing the files again.
     Progress is relayed to ``on_progress`` from this thread; the child's EngineErrors are raised
     here with their kind (DiskFull, ModelCorrupt, ...); a crash raises ExportFailed.
     """
@@ -71,6 +74,8 @@ def export_in_subprocess(
         python or sys.executable, "-m", "engine.vocoder.export_process",
         "--vocoder", str(Path(vocoder_dir).resolve()), "--out", str(Path(out_dir).resolve()), "--opset", str(opset),
     ]
+    if fingerprint is not None:
+        command += ["--fingerprint", json.dumps(fingerprint)]
     flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0  # type: ignore[attr-defined]
     logger.info("exporting the vocoder to ONNX in a child process: %s", command)
     try:
@@ -138,11 +143,17 @@ def _exit_when_parent_goes() -> None:
         os._exit(3)
 
 
+def _send_error(error: EngineError) -> None:
+    path = None if error.path is None else str(error.path)
+    _send({"error": {"kind": error.kind, "message": error.message, "path": path, "fix": error.fix}})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.vocoder.export_process")
     parser.add_argument("--vocoder", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--fingerprint", type=json.loads, default=None, help="the parent's source_fingerprint, JSON")
     args = parser.parse_args(argv)
     threading.Thread(target=_exit_when_parent_goes, name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -150,20 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         from engine.vocoder.onnx_export import export_vocoder_onnx
 
         export_vocoder_onnx(
-            args.vocoder, args.out, opset=args.opset,
+            args.vocoder, args.out, opset=args.opset, fingerprint=args.fingerprint,
             on_progress=lambda fraction, message: _send({"progress": fraction, "message": message}),
         )
     except EngineError as exc:
-        path = None if exc.path is None else str(exc.path)
-        _send({"error": {"kind": exc.kind, "message": exc.message, "path": path, "fix": exc.fix}})
+        _send_error(exc)
         return 1
     except MemoryError:
-        _send({"error": {"kind": "not_enough_memory", "message": "Not enough memory to export the vocoder to ONNX.",
-                         "path": None, "fix": "Close other programs and load the model again."}})
+        _send_error(NotEnoughMemory(
+            "Not enough memory to export the vocoder to ONNX.", fix="Close other programs and load the model again."
+        ))
         return 1
     _send({"done": True})
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

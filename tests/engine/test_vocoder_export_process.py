@@ -104,3 +104,18 @@ def test_error_kinds_round_trip() -> None:
     assert type(unknown) is EngineError and str(unknown) == "odd"
     rebuilt = error_from_kind("model_corrupt", "bad", path="/m/g", fix="download again")
     assert isinstance(rebuilt, ModelCorrupt) and rebuilt.path == Path("/m/g") and rebuilt.fix == "download again"
+
+
+def test_the_child_writes_the_fingerprint_the_cache_checked(micro: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent hashed the files to check the cache; the child records that, not a second hash."""
+    import engine.vocoder.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "onnxruntime_version", lambda: "0.0.1-parent")
+    messages: list[str] = []
+    export = ensure_vocoder_onnx(micro, on_progress=lambda f, m: messages.append(m), in_subprocess=True)
+    assert "Exporting the HiFi-GAN generator to ONNX" in messages
+    assert "Hashing the vocoder checkpoint" not in messages
+    assert export.manifest["onnxruntime_version"] == "0.0.1-parent"
+    messages.clear()
+    ensure_vocoder_onnx(micro, on_progress=lambda f, m: messages.append(m), in_subprocess=True)
+    assert messages[-1] == "Using the cached ONNX vocoder"  # the manifest matches what the parent checks
