@@ -15,6 +15,7 @@ every layout. ``TinySpec`` scales the set up for benchmarks.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -213,17 +214,22 @@ def write_hf_whisper_folder(
     return folder
 
 
-def omni_state_dict(spec: TinySpec, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
-    """Llama + adapter + unit decoder under the official key names, float16."""
+def omni_tensor_groups(spec: TinySpec, vocab_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Llama + adapter + unit decoder under the official key names (float32), a layer at a time.
+
+    The one definition of the random weights: ``omni_state_dict`` collects the groups, and the
+    benchmark's full-size writer (``engine.bench.sizes``) streams them to shards without holding
+    the whole model in memory; both give the same tensors for the same spec and seed.
+    """
     init = _Init(seed + 1)
     d, head_dim = spec.hidden, spec.hidden // spec.n_heads
-    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": init.normal(vocab_size, d, std=1.0)}
+    yield {"model.embed_tokens.weight": init.normal(vocab_size, d, std=1.0)}
     for i in range(spec.n_layers):
-        sd |= _llama_layer(init, f"model.layers.{i}.", d, spec.n_heads, spec.n_kv_heads, head_dim, spec.intermediate)
-    sd["model.norm.weight"] = init.norm(d)
-    sd["lm_head.weight"] = init.linear(vocab_size, d, gain=3.0)  # decisive logits: stable greedy picks
+        yield _llama_layer(init, f"model.layers.{i}.", d, spec.n_heads, spec.n_kv_heads, head_dim, spec.intermediate)
+    yield {"model.norm.weight": init.norm(d)}
+    yield {"lm_head.weight": init.linear(vocab_size, d, gain=3.0)}  # decisive logits: stable greedy picks
     enc_in = spec.encoder.n_audio_state * spec.ds_rate
-    sd |= {
+    yield {
         "model.speech_projector.linear1.weight": init.linear(spec.adapter_hidden, enc_in),
         "model.speech_projector.linear1.bias": init.normal(spec.adapter_hidden, std=0.02),
         "model.speech_projector.linear2.weight": init.linear(d, spec.adapter_hidden),
@@ -233,7 +239,7 @@ def omni_state_dict(spec: TinySpec, vocab_size: int, seed: int) -> dict[str, tor
     }
     u_head = spec.unit_dim // spec.unit_heads
     for i in range(spec.unit_layers):
-        sd |= _llama_layer(
+        yield _llama_layer(
             init,
             f"speech_generator.layers.{i}.",
             spec.unit_dim,
@@ -242,9 +248,19 @@ def omni_state_dict(spec: TinySpec, vocab_size: int, seed: int) -> dict[str, tor
             u_head,
             spec.unit_ffn,
         )
-    sd["speech_generator.output_proj.weight"] = init.linear(spec.unit_vocab_size + 1, spec.unit_dim, gain=3.0)
-    sd["speech_generator.output_proj.bias"] = init.normal(spec.unit_vocab_size + 1, std=0.1)
-    return {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
+    yield {
+        "speech_generator.output_proj.weight": init.linear(spec.unit_vocab_size + 1, spec.unit_dim, gain=3.0),
+        "speech_generator.output_proj.bias": init.normal(spec.unit_vocab_size + 1, std=0.1),
+    }
+
+
+def omni_state_dict(spec: TinySpec, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """Llama + adapter + unit decoder under the official key names, float16."""
+    return {
+        key: tensor.to(torch.float16).contiguous()
+        for group in omni_tensor_groups(spec, vocab_size, seed)
+        for key, tensor in group.items()
+    }
 
 
 def write_shards(folder: Path, state: dict[str, torch.Tensor], n_shards: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,8 +40,7 @@ from engine.tiny import (
     WHISPER_PT_NAME,
     TinyPaths,
     TinySpec,
-    _Init,
-    _llama_layer,
+    omni_tensor_groups,
     whisper_state_dict,
     write_omni_folder,
     write_tiny_set,
@@ -244,41 +243,6 @@ def write_bench_set(size: str, root: Path, seed: int = 0, progress: ProgressFn |
     return BenchSet(size, paths, spec_dims(spec), "official size", seed)
 
 
-def _omni_tensor_groups(spec: TinySpec, vocab: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """``engine.tiny.omni_state_dict``'s tensors, same names, order and random stream, a layer at a time."""
-    init = _Init(seed + 1)
-    d, head_dim = spec.hidden, spec.hidden // spec.n_heads
-    yield {"model.embed_tokens.weight": init.normal(vocab, d, std=1.0)}
-    for i in range(spec.n_layers):
-        yield _llama_layer(init, f"model.layers.{i}.", d, spec.n_heads, spec.n_kv_heads, head_dim, spec.intermediate)
-    yield {"model.norm.weight": init.norm(d)}
-    yield {"lm_head.weight": init.linear(vocab, d, gain=3.0)}
-    enc_in = spec.encoder.n_audio_state * spec.ds_rate
-    yield {
-        "model.speech_projector.linear1.weight": init.linear(spec.adapter_hidden, enc_in),
-        "model.speech_projector.linear1.bias": init.normal(spec.adapter_hidden, std=0.02),
-        "model.speech_projector.linear2.weight": init.linear(d, spec.adapter_hidden),
-        "model.speech_projector.linear2.bias": init.normal(d, std=0.02),
-        "speech_generator.input_proj.weight": init.linear(spec.unit_dim, d),
-        "speech_generator.input_proj.bias": init.normal(spec.unit_dim, std=0.02),
-    }
-    u_head = spec.unit_dim // spec.unit_heads
-    for i in range(spec.unit_layers):
-        yield _llama_layer(
-            init,
-            f"speech_generator.layers.{i}.",
-            spec.unit_dim,
-            spec.unit_heads,
-            spec.unit_heads,
-            u_head,
-            spec.unit_ffn,
-        )
-    yield {
-        "speech_generator.output_proj.weight": init.linear(spec.unit_vocab_size + 1, spec.unit_dim, gain=3.0),
-        "speech_generator.output_proj.bias": init.normal(spec.unit_vocab_size + 1, std=0.1),
-    }
-
-
 def write_streamed_omni(
     folder: Path, spec: TinySpec, seed: int, *, shard_bytes: int, progress: ProgressFn | None = None
 ) -> Path:
@@ -318,7 +282,7 @@ def write_streamed_omni(
         say(f"wrote shard {len(parts)} ({pending_bytes / 1e9:.2f} GB, {total / 1e9:.1f} GB so far)")
         pending, pending_bytes = {}, 0
 
-    for group in _omni_tensor_groups(spec, vocab, seed):
+    for group in omni_tensor_groups(spec, vocab, seed):
         for key, tensor in group.items():
             half = tensor.to(torch.float16).contiguous()
             size = half.numel() * half.element_size()
