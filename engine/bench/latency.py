@@ -22,7 +22,6 @@ the parts in :class:`TurnBreakdown`.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from engine.audio.capture import Recorder, RecorderOptions
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample
 from engine.audio.vad import SpeechDetector
+from engine.bench.event_log import EventLog
 from engine.bench.probes import StepTiming, TimedBackend, TimedVocoder, VocoderCall
 from engine.bench.questions import Question
 from engine.bench.report import Table, fmt, median, p90
@@ -210,39 +210,17 @@ def analyse(raw: RawTurn) -> TurnBreakdown:
 # --------------------------------------------------------------------------------- the engine
 
 
-class EventLog:
-    """Thread-safe record of engine events; waits fail fast on ``Failed`` / ``TurnIgnored``."""
+class BenchEventLog(EventLog):
+    """The engine's events; waits fail fast on ``Failed`` / ``TurnIgnored``, with BenchErrors."""
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
+    def _check(self, event: Event, waiting_for: type) -> None:
+        if isinstance(event, Failed):
+            raise BenchError(f"The engine failed ({event.kind}): {event.message}")
+        if isinstance(event, TurnIgnored) and waiting_for is not TurnIgnored:
+            raise BenchError(f"The engine ignored the turn ({event.reason}): {event.hint}")
 
-    def __call__(self, event: Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.events)
-
-    def wait_for(
-        self, kind: type, since: int, timeout_s: float, predicate: Callable[[Event], bool] = lambda e: True
-    ) -> Event:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for event in self.events[since:]:
-                    if isinstance(event, Failed):
-                        raise BenchError(f"The engine failed ({event.kind}): {event.message}")
-                    if isinstance(event, TurnIgnored) and kind is not TurnIgnored:
-                        raise BenchError(f"The engine ignored the turn ({event.reason}): {event.hint}")
-                    if isinstance(event, kind) and predicate(event):
-                        return event
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"No {kind.__name__} within {timeout_s:.0f} s.")
-                self._cond.wait(left)
+    def _timed_out(self, kind: type, timeout_s: float) -> Exception:
+        return BenchError(f"No {kind.__name__} within {timeout_s:.0f} s.")
 
 
 def _state_is(state: EngineState) -> Callable[[Event], bool]:
@@ -255,7 +233,7 @@ class EngineBench:
     def __init__(self, options: EngineOptions, detector: SpeechDetector, seed: int = 0) -> None:
         self.sound = BenchSoundBackend()
         self._rng = np.random.default_rng(seed)
-        self.log = EventLog()
+        self.log = BenchEventLog()
         self.options = options
         self.model: TimedBackend | None = None
         self.vocoder: TimedVocoder | None = None
@@ -296,7 +274,7 @@ class EngineBench:
         mark = self.log.mark()
         started = time.perf_counter()
         self.engine.send(command)
-        ready = self.log.wait_for(Ready, mark, LOAD_TIMEOUT_S)
+        ready = self.log.wait_for(Ready, since=mark, timeout_s=LOAD_TIMEOUT_S)
         self.load_s = time.perf_counter() - started
         assert isinstance(ready, Ready)
         self.summary = ready.summary
@@ -312,10 +290,10 @@ class EngineBench:
         log, engine = self.log, self.engine
         mark = log.mark()
         engine.send(NewConversation())
-        log.wait_for(ConversationReset, mark, STEP_TIMEOUT_S)
+        log.wait_for(ConversationReset, since=mark, timeout_s=STEP_TIMEOUT_S)
         mark = log.mark()
         engine.send(StartTurn())
-        log.wait_for(StateChanged, mark, STEP_TIMEOUT_S, _state_is(EngineState.LISTENING))
+        log.wait_for(StateChanged, _state_is(EngineState.LISTENING), STEP_TIMEOUT_S, since=mark)
         self.sound.microphone.play(clip)
         if not self.sound.microphone.wait_played(clip.size / DEVICE_RATE_HZ + SPOKEN_MARGIN_S):
             raise BenchError("The microphone clock did not deliver the question in time.")
@@ -324,13 +302,13 @@ class EngineBench:
         released = time.perf_counter()
         engine.send(StopTurn())
         if play_out:
-            finished = log.wait_for(TurnFinished, mark, TURN_TIMEOUT_S)
+            finished = log.wait_for(TurnFinished, since=mark, timeout_s=TURN_TIMEOUT_S)
             first_sample = self.player.first_sample_at if self.player is not None else None
         else:
-            log.wait_for(StateChanged, mark, TURN_TIMEOUT_S, _state_is(EngineState.SPEAKING))
+            log.wait_for(StateChanged, _state_is(EngineState.SPEAKING), TURN_TIMEOUT_S, since=mark)
             first_sample = self._wait_first_sample()
             engine.send(Cancel())
-            finished = log.wait_for(TurnFinished, mark, TURN_TIMEOUT_S)
+            finished = log.wait_for(TurnFinished, since=mark, timeout_s=TURN_TIMEOUT_S)
         assert isinstance(finished, TurnFinished)
         if first_sample is None or first_sample < released:
             raise BenchError("No answer audio reached the speaker.")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.events import Event, LoadModel
+from engine.events import LoadModel
 from engine.pipeline import LoadedModel, Stage, Step, TurnRequest
 from engine.vocoder.api import load_vocoder_runtime
 from engine.vocoder.checkpoint import write_tiny_vocoder
@@ -63,47 +63,6 @@ class ScriptedModel:
 
     def close(self) -> None:
         self.closed = True
-
-
-class EventLog:
-    """Thread-safe record of engine events with waiting helpers."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def of(self, kind: type) -> list:
-        with self._cond:
-            return [e for e in self.events if isinstance(e, kind)]
-
-    def mark(self) -> int:
-        """A position in the log: pass it as ``since`` to wait only for later events."""
-        with self._cond:
-            return len(self.events)
-
-    def wait_for(
-        self,
-        kind: type,
-        predicate: Callable[[Event], bool] = lambda e: True,
-        timeout_s: float = 30.0,
-        since: int = 0,
-    ):
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for event in self.events[since:]:
-                    if isinstance(event, kind) and predicate(event):
-                        return event
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    names = [type(e).__name__ for e in self.events]
-                    raise AssertionError(f"no {kind.__name__} within {timeout_s} s; got {names}")
-                self._cond.wait(left)
 
 
 def tiny_vocoder_loader(folder: Path, model: ScriptedModel) -> Callable[[LoadModel, Callable], LoadedModel]:

@@ -220,3 +220,21 @@ def test_the_full_size_writer_uses_the_official_dimensions() -> None:
     from engine.config import OFFICIAL_DIMS
 
     assert full_dims() == OFFICIAL_DIMS
+
+
+def test_the_bench_event_log_fails_fast_where_the_tests_log_waits() -> None:
+    from engine.bench.event_log import EventLog
+    from engine.bench.latency import BenchError, BenchEventLog
+    from engine.events import Failed, Ready, TurnFinished
+
+    plain, bench = EventLog(), BenchEventLog()
+    for log in (plain, bench):
+        log(Failed("model_corrupt", "bad shard", "Download it again."))
+        log(Ready("tiny"))
+    assert isinstance(plain.wait_for(Ready, timeout_s=1.0), Ready)  # a test inspects Failed itself
+    with pytest.raises(AssertionError, match=r"no TurnFinished within 0.05 s; got \['Failed', 'Ready'\]"):
+        plain.wait_for(TurnFinished, timeout_s=0.05)
+    with pytest.raises(BenchError, match=r"The engine failed \(model_corrupt\): bad shard"):
+        bench.wait_for(Ready, timeout_s=1.0)
+    with pytest.raises(BenchError, match="No Ready within 0 s"):
+        BenchEventLog().wait_for(Ready, timeout_s=0.01)

@@ -15,6 +15,7 @@ from engine.audio.capture import Recorder, RecorderOptions
 from engine.audio.playback import Player
 from engine.audio.resample import resample
 from engine.audio.vad import SpeechDetector
+from engine.bench.event_log import EventLog
 from engine.engine import Engine
 from engine.errors import ModelCorrupt
 from engine.events import (
@@ -45,7 +46,7 @@ from engine.events import (
     TurnStarted,
 )
 from tests.engine.audio_fixtures import FakeBackend, espeak_wav, read_wav
-from tests.engine.engine_fixtures import ANSWER, EventLog, ScriptedModel, SpeakerClock, tiny_vocoder_loader
+from tests.engine.engine_fixtures import ANSWER, ScriptedModel, SpeakerClock, tiny_vocoder_loader
 
 DEVICE_RATE_HZ = 48_000
 

@@ -12,6 +12,7 @@ import pytest
 from engine.audio.capture import Recorder
 from engine.audio.playback import Player
 from engine.audio.vad import SpeechDetector
+from engine.bench.event_log import EventLog
 from engine.engine import Engine
 from engine.events import (
     AudioChunk,
@@ -30,7 +31,7 @@ from engine.pipeline import Step, TurnRequest
 from engine.tiny import TinyPaths
 from engine.vocoder.api import load_vocoder_runtime
 from tests.engine.audio_fixtures import FakeBackend
-from tests.engine.engine_fixtures import EventLog, SpeakerClock
+from tests.engine.engine_fixtures import SpeakerClock
 
 OPTIONS = EngineOptions(max_new_tokens=24, chunking=ChunkingOptions(first_chunk_units=4, chunk_units=8))
 

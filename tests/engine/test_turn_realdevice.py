@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.bench.event_log import EventLog
 from engine.engine import Engine
 from engine.events import (
     AudioChunk,
@@ -34,7 +35,6 @@ from engine.events import (
 )
 from engine.tiny import TinyPaths
 from tests.engine.audio_fixtures import QUESTION_TEXT, best_correlation, espeak_wav, read_wav
-from tests.engine.engine_fixtures import EventLog
 from tests.pulse import PulseServer, pulse_server, require_tools
 
 __all__ = ["pulse_server"]
