@@ -28,6 +28,7 @@ from pathlib import Path
 from engine.errors import Cancelled, DiskFull, DownloadError
 from engine.paths import models_dir
 from engine.version import __version__
+from engine.vocoder.defaults import CHECKPOINT_FILENAME, CONFIG_FILENAME
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ VOCODER_BASE_URL = (
     "https://dl.fbaipublicfiles.com/fairseq/speech_to_speech/vocoder/code_hifigan/"
     "mhubert_vp_en_es_fr_it3_400k_layer11_km1000_lj"
 )
-VOCODER_FILES = ("g_00500000", "config.json")
+VOCODER_FILES = (CHECKPOINT_FILENAME, CONFIG_FILENAME)
 
 OMNI_DIR_NAME = "Llama-3.1-8B-Omni"
 VOCODER_DIR_NAME = "unit-vocoder"

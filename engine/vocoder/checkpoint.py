@@ -21,12 +21,17 @@ from typing import Any
 import torch
 
 from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
-from engine.vocoder.config import CONFIG_FILENAME, VocoderConfig, config_from_dict, load_config
+from engine.vocoder.config import VocoderConfig, config_from_dict, load_config
+from engine.vocoder.defaults import (
+    CHECKPOINT_FILENAME,
+    CONFIG_FILENAME,
+    OFFICIAL_HOP_SAMPLES,
+    OFFICIAL_SAMPLE_RATE_HZ,
+)
 from engine.vocoder.model import UnitVocoder
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILENAME = "g_00500000"
 GENERATOR_KEY = "generator"
 _CHECKPOINT_PATTERN = re.compile(r"^g_(\d+)$")
 _OLD_G, _OLD_V = "weight_g", "weight_v"
@@ -45,8 +50,8 @@ OFFICIAL_CONFIG_JSON: dict[str, Any] = {
     "num_embeddings": 1000,
     "embedding_dim": 128,
     "model_in_dim": 128,
-    "code_hop_size": 320,
-    "sampling_rate": 16000,
+    "code_hop_size": OFFICIAL_HOP_SAMPLES,
+    "sampling_rate": OFFICIAL_SAMPLE_RATE_HZ,
     "dur_predictor_params": {
         "encoder_embed_dim": 128,
         "var_pred_hidden_dim": 128,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
+from engine.vocoder.defaults import CONFIG_FILENAME
 
-CONFIG_FILENAME = "config.json"
 # fairseq's Generator hard-codes these two kernels (padding 3 each).
 PRE_POST_KERNEL = 7
 # fairseq's VariancePredictor hard-codes conv2's padding to 1, so only kernel 3 keeps the length.

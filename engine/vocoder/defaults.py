@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# The official vocoder's output: 16 kHz, one unit frame = code_hop_size 320 samples = 20 ms. A loaded
+# vocoder's config.json is authoritative; these describe the official one before any file is read.
+OFFICIAL_SAMPLE_RATE_HZ = 16_000
+OFFICIAL_HOP_SAMPLES = 320
+UNIT_S = OFFICIAL_HOP_SAMPLES / OFFICIAL_SAMPLE_RATE_HZ
+
 # ONNX opset of the export; onnxruntime >= 1.14 runs it, and changing it invalidates the cache.
 DEFAULT_OPSET = 18
 # The paper's latency figure uses Omega = 10 units per chunk.
@@ -11,4 +17,7 @@ DEFAULT_CHUNK_UNITS = 10
 DEFAULT_LOOKAHEAD_UNITS = 2
 # One unit frame (20 ms at 16 kHz) of overlap: long enough to hide a seam, short enough to add
 # little latency (the tail is played one chunk later).
-DEFAULT_CROSSFADE_SAMPLES = 320
+DEFAULT_CROSSFADE_SAMPLES = OFFICIAL_HOP_SAMPLES
+# The official vocoder folder: fairseq's generator checkpoint and its config.json.
+CHECKPOINT_FILENAME = "g_00500000"
+CONFIG_FILENAME = "config.json"

@@ -37,8 +37,7 @@ import torch
 
 from engine.errors import DiskFull, EngineError
 from engine.vocoder.checkpoint import file_sha256, find_checkpoint, load_torch_vocoder
-from engine.vocoder.config import CONFIG_FILENAME
-from engine.vocoder.defaults import DEFAULT_OPSET
+from engine.vocoder.defaults import CONFIG_FILENAME, DEFAULT_OPSET
 from engine.vocoder.model import DurationGraph, GeneratorGraph, UnitVocoder
 
 logger = logging.getLogger(__name__)

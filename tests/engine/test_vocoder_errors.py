@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from engine.errors import BadInput, ModelCorrupt, ModelIncompatible, ModelMissing
-from engine.vocoder.checkpoint import CHECKPOINT_FILENAME, load_torch_vocoder, write_tiny_vocoder
-from engine.vocoder.config import CONFIG_FILENAME
+from engine.vocoder.checkpoint import load_torch_vocoder, write_tiny_vocoder
+from engine.vocoder.defaults import CHECKPOINT_FILENAME, CONFIG_FILENAME
 from engine.vocoder.runtime_torch import TorchVocoderRuntime
 from engine.vocoder.streaming import StreamingVocoder
 

@@ -22,7 +22,8 @@ from engine.vocoder.checkpoint import (
     random_generator_state,
     write_tiny_vocoder,
 )
-from engine.vocoder.config import CONFIG_FILENAME, load_config
+from engine.vocoder.config import load_config
+from engine.vocoder.defaults import CONFIG_FILENAME
 from engine.vocoder.model import UnitVocoder
 from engine.vocoder.receptive import (
     duration_context_units,
