@@ -87,7 +87,9 @@ class Controller:
         dialog.accepted.connect(lambda: self.update_settings(dialog.result_settings()))
         dialog.testMicrophoneRequested.connect(lambda device: self.bridge.test_device("input", device))
         dialog.testSpeakerRequested.connect(lambda device: self.bridge.test_device("output", device))
+        dialog.devicesRequested.connect(self.bridge.list_devices)
         self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
+        self.bridge.devicesListed.connect(dialog.show_devices)
         dialog.open()
 
     def open_setup(self) -> None:

@@ -21,9 +21,11 @@ from engine.events import (
     Command,
     ConversationReset,
     DeviceChecked,
+    DevicesListed,
     EngineOptions,
     Event,
     Failed,
+    ListDevices,
     Listening,
     LoadModel,
     LoadProgress,
@@ -77,6 +79,7 @@ class EngineBridge(QObject):
     turnFinished = Signal(object)  # TurnFinished
     conversationReset = Signal()
     deviceTested = Signal(str, bool, str)  # kind, ok, message
+    devicesListed = Signal(object)  # DevicesListed
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -126,6 +129,9 @@ class EngineBridge(QObject):
     def test_device(self, kind: str, device: str | None) -> None:
         self.send(CheckDevice(kind, device))
 
+    def list_devices(self, rescan: bool) -> None:
+        self.send(ListDevices(rescan))
+
     def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
@@ -159,6 +165,8 @@ class EngineBridge(QObject):
             self.conversationReset.emit()
         elif isinstance(event, DeviceChecked):
             self.deviceTested.emit(event.kind, event.ok, event.message)
+        elif isinstance(event, DevicesListed):
+            self.devicesListed.emit(event)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:

@@ -64,7 +64,7 @@ def _package_version(name: str) -> str:
 
 
 def _gpu_text() -> str:
-    from engine.gpu import list_gpus
+    from engine.preflight import list_gpus
 
     gpus = list_gpus()
     if not gpus:

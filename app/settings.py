@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
+from engine.config import QUANT_MODES
 from engine.events import ChunkingOptions, EngineOptions
 from engine.paths import config_dir
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SETTINGS_FILE_NAME = "settings.json"
-QUANT_MODES = ("nf4", "int8", "fp16", "bf16", "fp32")
+DEFAULT_TALK_KEY = "F9"
 THEMES = ("system", "light", "dark")
 
 
@@ -51,7 +52,7 @@ class AppSettings:
     output_device: str | None = None
     earcons: bool = True
     # controls
-    talk_key: str = "F9"
+    talk_key: str = DEFAULT_TALK_KEY
     global_hotkey: bool = False
     hold_to_talk: bool = True  # False: click/press to toggle
     # look

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.audio.backend import SoundBackend
 from engine.audio.capture import MAX_RECORDING_S, MIN_PRESS_S, Recorder
+from engine.audio.devices import default_backend, list_devices, refresh_devices
 from engine.audio.earcons import done_earcon, listening_earcon
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
@@ -36,10 +38,12 @@ from engine.events import (
     Command,
     ConversationReset,
     DeviceChecked,
+    DevicesListed,
     EngineOptions,
     EngineState,
     Event,
     Failed,
+    ListDevices,
     Listening,
     LoadModel,
     LoadProgress,
@@ -100,12 +104,14 @@ class Engine:
         player_factory: Callable[..., Player] | None = None,
         speech_detector: SpeechDetector | None = None,
         options: EngineOptions | None = None,
+        sound_backend: SoundBackend | None = None,
     ) -> None:
         self._emit_raw = on_event
         self._load = model_loader or _default_loader
         self._make_recorder = recorder_factory or Recorder
         self._make_player = player_factory or Player
         self._detector = speech_detector or SpeechDetector()
+        self._sound_backend = sound_backend
         self.options = options or EngineOptions()
         self._commands: queue.Queue[Command | _LimitReached | _InputLost] = queue.Queue()
         self._gen = 0
@@ -225,6 +231,8 @@ class Engine:
             self._replay(command.pcm)
         elif isinstance(command, CheckDevice):
             self._test_device(command)
+        elif isinstance(command, ListDevices):
+            self._list_devices(command.rescan)
 
     # --------------------------------------------------------------------- loading
 
@@ -376,6 +384,26 @@ class Engine:
                 self._replay(audio)
         except AudioDeviceError as exc:
             self._emit(DeviceChecked(command.kind, False, f"{exc.message} {exc.fix or ''}".strip()))
+
+    def _list_devices(self, rescan: bool) -> None:
+        """Answer ListDevices. PortAudio can only rescan with no stream open, so a rescan closes
+        the microphone and speaker first and reopens them after (not while the user is talking:
+        then the current list is the answer)."""
+        backend = self._sound_backend or default_backend()
+        rescan = rescan and self._recording_since is None
+        try:
+            if rescan:
+                self._close_devices()
+                devices = refresh_devices(backend)
+            else:
+                devices = list_devices(backend)
+            answer = DevicesListed(tuple(devices), rescan)
+        except AudioDeviceError as exc:
+            logger.warning("Listing audio devices failed: %s", exc)
+            answer = DevicesListed((), rescan, Failed(exc.kind, exc.message, exc.fix))
+        if rescan and self._loaded is not None:
+            self._open_devices()
+        self._emit(answer)
 
     def _replay(self, pcm: np.ndarray) -> None:
         """Play a stored clip (an earlier answer); a press or Cancel stops it at once."""
@@ -542,12 +570,15 @@ class Engine:
 
     # --------------------------------------------------------------------- cleanup
 
-    def _close_all(self) -> None:
-        self._recording_since = None
+    def _close_devices(self) -> None:
         self._close_recorder()
         if self._player is not None:
             self._player.stop()
             self._player = None
+
+    def _close_all(self) -> None:
+        self._recording_since = None
+        self._close_devices()
         self._unload()
 
 

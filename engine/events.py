@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio.backend import AudioDevice
+from engine.vocoder.defaults import UNIT_S
+
 
 class EngineState(str, Enum):
     """What the engine is doing; the GUI's status line mirrors it."""
@@ -36,6 +39,15 @@ class ChunkingOptions:
     first_chunk_units: int = 10
     chunk_units: int = 40
     lookahead_units: int = 2
+
+    @property
+    def first_chunk_s(self) -> float:
+        """Speech in the first chunk (the official vocoder's 20 ms per unit)."""
+        return self.first_chunk_units * UNIT_S
+
+    @property
+    def chunk_s(self) -> float:
+        return self.chunk_units * UNIT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,14 @@ class CheckDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class ListDevices:
+    """Settings' device lists. ``rescan`` looks for devices plugged in (or a sound server started)
+    since: the engine closes its streams, has PortAudio scan again, and reopens them."""
+
+    rescan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -127,6 +147,7 @@ Command = (
     | SetOptions
     | PlayAudio
     | CheckDevice
+    | ListDevices
     | Shutdown
 )
 
@@ -243,6 +264,16 @@ class DeviceChecked:
 
 
 @dataclass(frozen=True, slots=True)
+class DevicesListed:
+    """Answer to ListDevices: every device PortAudio knows, in its order. If the scan failed,
+    ``error`` says why and ``devices`` is empty."""
+
+    devices: tuple[AudioDevice, ...]
+    rescanned: bool
+    error: Failed | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running. ``kind`` is an EngineError kind."""
 
@@ -265,5 +296,6 @@ Event = (
     | TurnFinished
     | ConversationReset
     | DeviceChecked
+    | DevicesListed
     | Failed
 )

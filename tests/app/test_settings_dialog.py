@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 from pytestqt.qtbot import QtBot
 
-from app.gpu_info import ModelCheck, SystemInfo, estimate_all, gb
 from app.settings import _RANGES, AppSettings
-from app.settings_dialog import ERROR_COLOUR, LATENCY_PRESETS, SettingsDialog
+from app.settings_dialog import LATENCY_PRESETS, SettingsDialog
 from app.tasks import wait_for_background
+from app.widgets import ERROR_COLOUR
 from engine.audio.backend import AudioDevice
 from engine.config import OFFICIAL_DIMS
-from engine.errors import ModelMissing
+from engine.errors import AudioDeviceError, ModelMissing
+from engine.events import DevicesListed, Failed
 from engine.gpu import GpuInfo
+from engine.preflight import ModelCheck, SystemInfo, estimate_all, gb
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GB = 1_000_000_000
@@ -37,15 +40,29 @@ def _no_leftover_tasks() -> object:
     assert wait_for_background(30_000)
 
 
-def _dialog(qtbot: QtBot, settings: AppSettings, **kwargs: object) -> SettingsDialog:
+def _dialog(
+    qtbot: QtBot,
+    settings: AppSettings,
+    devices: Callable[[bool], list[AudioDevice]] = lambda _rescan: [MIC, HEADSET, SPEAKER],
+    **kwargs: object,
+) -> SettingsDialog:
+    """The dialog as the app wires it, with ``devices(rescan)`` answering the engine's ListDevices."""
     kwargs.setdefault("probe", _system)
-    kwargs.setdefault("devices", lambda: [MIC, HEADSET, SPEAKER])
     dialog = SettingsDialog(settings, **kwargs)  # type: ignore[arg-type]
+
+    def answer(rescan: bool) -> None:
+        try:
+            listed = DevicesListed(tuple(devices(rescan)), rescan)
+        except AudioDeviceError as exc:
+            listed = DevicesListed((), rescan, Failed(exc.kind, exc.message, exc.fix))
+        QTimer.singleShot(0, lambda: dialog.show_devices(listed))  # the engine answers later, queued
+
+    dialog.devicesRequested.connect(answer)
     qtbot.addWidget(dialog)
     dialog.show()
     qtbot.waitExposed(dialog)
-    qtbot.waitUntil(lambda: dialog.fit_label.property("fits") != "pending", timeout=30_000)
-    qtbot.waitUntil(lambda: dialog.input_combo.count() > 1)
+    qtbot.waitUntil(lambda: dialog.model_tab.fit_label.property("fits") != "pending", timeout=30_000)
+    qtbot.waitUntil(lambda: dialog.audio_tab.input_combo.count() > 1)
     return dialog
 
 
@@ -80,27 +97,27 @@ def _no_check(model_dir: Path, encoder: Path | None, vocoder: Path | None) -> Mo
 def test_unchanged_dialog_returns_the_same_settings(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, NON_DEFAULT, check_model=_no_check)
     assert dialog.result_settings() == NON_DEFAULT
-    assert dialog.gpu_combo.currentText().startswith("GPU 1: NVIDIA RTX A4000")
-    assert dialog.input_combo.currentText() == "Headset"
+    assert dialog.model_tab.gpu_combo.currentText().startswith("GPU 1: NVIDIA RTX A4000")
+    assert dialog.audio_tab.input_combo.currentText() == "Headset"
 
 
 def test_every_field_is_edited_through_its_widget(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
-    dialog.model_dir_edit.setText("/data/omni")
-    dialog.encoder_edit.setText("")
-    dialog.vocoder_dir_edit.setText("/data/vocoder")
-    dialog.quant_buttons["fp16"].click()
-    dialog.gpu_combo.setCurrentIndex(dialog.gpu_combo.findData("cuda:1"))
-    dialog.prompt_edit.setPlainText("  Be brief.  ")
-    dialog.temperature_spin.setValue(0.35)
-    dialog.max_tokens_spin.setValue(300)
-    dialog.latency_slider.setValue(3)  # "Best quality" preset
-    dialog.input_combo.setCurrentIndex(dialog.input_combo.findData(MIC.key))
-    dialog.output_combo.setCurrentIndex(dialog.output_combo.findData(HEADSET.key))
-    dialog.earcons_check.setChecked(False)
-    dialog.toggle_radio.setChecked(True)
-    dialog.global_hotkey_check.setChecked(True)
-    dialog.theme_combo.setCurrentIndex(dialog.theme_combo.findData("light"))
+    dialog.model_tab.model_dir_edit.setText("/data/omni")
+    dialog.model_tab.encoder_edit.setText("")
+    dialog.model_tab.vocoder_dir_edit.setText("/data/vocoder")
+    dialog.model_tab.quant_buttons["fp16"].click()
+    dialog.model_tab.gpu_combo.setCurrentIndex(dialog.model_tab.gpu_combo.findData("cuda:1"))
+    dialog.conversation_tab.prompt_edit.setPlainText("  Be brief.  ")
+    dialog.conversation_tab.temperature_spin.setValue(0.35)
+    dialog.conversation_tab.max_tokens_spin.setValue(300)
+    dialog.conversation_tab.latency_slider.setValue(3)  # "Best quality" preset
+    dialog.audio_tab.input_combo.setCurrentIndex(dialog.audio_tab.input_combo.findData(MIC.key))
+    dialog.audio_tab.output_combo.setCurrentIndex(dialog.audio_tab.output_combo.findData(HEADSET.key))
+    dialog.audio_tab.earcons_check.setChecked(False)
+    dialog.controls_tab.toggle_radio.setChecked(True)
+    dialog.controls_tab.global_hotkey_check.setChecked(True)
+    dialog.look_tab.theme_combo.setCurrentIndex(dialog.look_tab.theme_combo.findData("light"))
     best = LATENCY_PRESETS[3]
     assert dialog.result_settings() == AppSettings(
         model_dir="/data/omni",
@@ -119,37 +136,38 @@ def test_every_field_is_edited_through_its_widget(qtbot: QtBot) -> None:
         global_hotkey=True,
         theme="light",
     )
-    dialog.input_combo.setCurrentIndex(0)
-    assert dialog.input_combo.currentText() == "System default"
+    dialog.audio_tab.input_combo.setCurrentIndex(0)
+    assert dialog.audio_tab.input_combo.currentText() == "System default"
     assert dialog.result_settings().input_device is None
 
 
 def test_controls_cannot_leave_the_valid_ranges(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
     for name, box in (
-        ("temperature", dialog.temperature_spin),
-        ("max_new_tokens", dialog.max_tokens_spin),
-        ("first_chunk_units", dialog.first_chunk_spin),
-        ("chunk_units", dialog.chunk_spin),
+        ("temperature", dialog.conversation_tab.temperature_spin),
+        ("max_new_tokens", dialog.conversation_tab.max_tokens_spin),
+        ("first_chunk_units", dialog.conversation_tab.first_chunk_spin),
+        ("chunk_units", dialog.conversation_tab.chunk_spin),
     ):
         low, high = _RANGES[name]
         box.setValue(high * 10)
         assert getattr(dialog.result_settings(), name) == high
         box.setValue(low - 1000)
         assert getattr(dialog.result_settings(), name) == low
-    assert set(dialog.quant_buttons) == {"nf4", "int8", "fp16", "bf16", "fp32"}
+    assert set(dialog.model_tab.quant_buttons) == {"nf4", "int8", "fp16", "bf16", "fp32"}
 
 
 def test_latency_presets_and_custom_values(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
-    assert dialog.latency_slider.value() == 1 and dialog.latency_label.text().startswith("Balanced")
-    dialog.latency_slider.setValue(0)
+    conversation = dialog.conversation_tab
+    assert conversation.latency_slider.value() == 1 and conversation.latency_label.text().startswith("Balanced")
+    dialog.conversation_tab.latency_slider.setValue(0)
     fastest = LATENCY_PRESETS[0]
-    assert dialog.first_chunk_spin.value() == fastest.first_chunk_units
-    assert dialog.chunk_spin.value() == fastest.chunk_units
-    assert "0.1 s" in dialog.latency_label.text()  # 5 units of 20 ms
-    dialog.chunk_spin.setValue(33)
-    assert dialog.latency_label.text().startswith("Custom")
+    assert dialog.conversation_tab.first_chunk_spin.value() == fastest.first_chunk_units
+    assert dialog.conversation_tab.chunk_spin.value() == fastest.chunk_units
+    assert "0.1 s" in dialog.conversation_tab.latency_label.text()  # 5 units of 20 ms
+    dialog.conversation_tab.chunk_spin.setValue(33)
+    assert dialog.conversation_tab.latency_label.text().startswith("Custom")
     assert dialog.result_settings().chunk_units == 33
 
 
@@ -158,53 +176,54 @@ def test_memory_estimate_follows_the_quantization_and_turns_red(qtbot: QtBot) ->
     need = estimate_all(OFFICIAL_DIMS, AppSettings().max_new_tokens)
     assert need[("cuda", "nf4")] < 10 * GB < need[("cuda", "int8")], "test assumes nf4 fits in 10 GB and int8 not"
 
-    nf4_text = dialog.fit_label.text()
+    nf4_text = dialog.model_tab.fit_label.text()
     assert f"needs about {gb(need[('cuda', 'nf4')])} of GPU memory" in nf4_text
     assert "you have 10.0 GB free on NVIDIA GeForce RTX 4070 Ti" in nf4_text
-    assert dialog.fit_label.property("fits") == "yes" and ERROR_COLOUR not in dialog.fit_label.styleSheet()
-    assert gb(need[("cuda", "int8")]) in dialog.quant_buttons["int8"].text()  # every mode shows its need
+    fit_label = dialog.model_tab.fit_label
+    assert fit_label.property("fits") == "yes" and ERROR_COLOUR not in fit_label.styleSheet()
+    assert gb(need[("cuda", "int8")]) in dialog.model_tab.quant_buttons["int8"].text()  # every mode shows its need
 
-    dialog.quant_buttons["int8"].click()
-    assert f"needs about {gb(need[('cuda', 'int8')])}" in dialog.fit_label.text()
-    assert "does not fit" in dialog.fit_label.text()
-    assert dialog.fit_label.property("fits") == "no" and ERROR_COLOUR in dialog.fit_label.styleSheet()
+    dialog.model_tab.quant_buttons["int8"].click()
+    assert f"needs about {gb(need[('cuda', 'int8')])}" in dialog.model_tab.fit_label.text()
+    assert "does not fit" in dialog.model_tab.fit_label.text()
+    assert fit_label.property("fits") == "no" and ERROR_COLOUR in fit_label.styleSheet()
 
-    dialog.gpu_combo.setCurrentIndex(dialog.gpu_combo.findData("cuda:1"))  # 15 GB free
-    assert dialog.fit_label.property("fits") == "yes"
-    dialog.gpu_combo.setCurrentIndex(dialog.gpu_combo.findData("cpu"))
-    assert f"needs about {gb(need[('cpu', 'int8')])} of RAM" in dialog.fit_label.text()
-    assert "you have 30.0 GB free on CPU" in dialog.fit_label.text()
+    dialog.model_tab.gpu_combo.setCurrentIndex(dialog.model_tab.gpu_combo.findData("cuda:1"))  # 15 GB free
+    assert dialog.model_tab.fit_label.property("fits") == "yes"
+    dialog.model_tab.gpu_combo.setCurrentIndex(dialog.model_tab.gpu_combo.findData("cpu"))
+    assert f"needs about {gb(need[('cpu', 'int8')])} of RAM" in dialog.model_tab.fit_label.text()
+    assert "you have 30.0 GB free on CPU" in dialog.model_tab.fit_label.text()
 
 
 def test_answer_length_changes_the_estimate(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
-    before = dialog.quant_buttons["fp16"].text()
-    with qtbot.waitSignal(dialog.estimatesUpdated, timeout=10_000):
-        dialog.max_tokens_spin.setValue(4096)
-    assert dialog.quant_buttons["fp16"].text() != before
-    assert "4096 tokens" in dialog.estimate_source_label.text()
+    before = dialog.model_tab.quant_buttons["fp16"].text()
+    with qtbot.waitSignal(dialog.model_tab.estimatesUpdated, timeout=10_000):
+        dialog.conversation_tab.max_tokens_spin.setValue(4096)
+    assert dialog.model_tab.quant_buttons["fp16"].text() != before
+    assert "4096 tokens" in dialog.model_tab.estimate_source_label.text()
 
 
 def test_missing_gpu_and_no_gpu_are_told(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings(gpu="cuda:3"), probe=lambda: _system(gpus=()))
-    assert dialog.gpu_combo.currentText() == "GPU 3 (not found)"
-    assert "unknown" in dialog.fit_label.text()
+    assert dialog.model_tab.gpu_combo.currentText() == "GPU 3 (not found)"
+    assert "unknown" in dialog.model_tab.fit_label.text()
     assert dialog.result_settings().gpu == "cuda:3"  # kept until the user picks another
-    dialog.gpu_combo.setCurrentIndex(dialog.gpu_combo.findData("auto"))
-    assert dialog.gpu_combo.currentText() == "Automatic (CPU)"
-    assert "of RAM" in dialog.fit_label.text()
+    dialog.model_tab.gpu_combo.setCurrentIndex(dialog.model_tab.gpu_combo.findData("auto"))
+    assert dialog.model_tab.gpu_combo.currentText() == "Automatic (CPU)"
+    assert "of RAM" in dialog.model_tab.fit_label.text()
 
 
 def test_validation_of_an_empty_folder_shows_message_and_fix(qtbot: QtBot, tmp_path: Path) -> None:
     dialog = _dialog(qtbot, AppSettings())
-    dialog.model_dir_edit.setText(str(tmp_path))
-    with qtbot.waitSignal(dialog.validationFinished, timeout=10_000) as finished:
-        dialog.validate_button.click()
+    dialog.model_tab.model_dir_edit.setText(str(tmp_path))
+    with qtbot.waitSignal(dialog.model_tab.validationFinished, timeout=10_000) as finished:
+        dialog.model_tab.validate_button.click()
     assert finished.args == [False]
-    text = dialog.validation_label.text()
+    text = dialog.model_tab.validation_label.text()
     assert "config.json is missing." in text and "Choose the complete model folder." in text
-    assert ERROR_COLOUR in dialog.validation_label.styleSheet()
-    assert dialog.validate_button.isEnabled()
+    assert ERROR_COLOUR in dialog.model_tab.validation_label.styleSheet()
+    assert dialog.model_tab.validate_button.isEnabled()
 
 
 def test_validation_runs_in_the_background(qtbot: QtBot, tmp_path: Path) -> None:
@@ -218,36 +237,36 @@ def test_validation_runs_in_the_background(qtbot: QtBot, tmp_path: Path) -> None
         return ModelCheck(dims=dims, summary="LLaMA-Omni: 32 layers")
 
     dialog = _dialog(qtbot, AppSettings(), check_model=slow_check)
-    dialog.model_dir_edit.setText(str(tmp_path / "omni"))
-    dialog.vocoder_dir_edit.setText(str(tmp_path / "voc"))
-    dialog.validate_button.click()  # returns at once although the check blocks
-    assert dialog.validation_label.text() == "Checking the files…"
-    assert not dialog.validate_button.isEnabled()
+    dialog.model_tab.model_dir_edit.setText(str(tmp_path / "omni"))
+    dialog.model_tab.vocoder_dir_edit.setText(str(tmp_path / "voc"))
+    dialog.model_tab.validate_button.click()  # returns at once although the check blocks
+    assert dialog.model_tab.validation_label.text() == "Checking the files…"
+    assert not dialog.model_tab.validate_button.isEnabled()
     dialog.tabs.setCurrentIndex(1)  # the dialog still reacts
     assert dialog.tabs.currentIndex() == 1
     with (
-        qtbot.waitSignal(dialog.validationFinished, timeout=10_000) as finished,
-        qtbot.waitSignal(dialog.estimatesUpdated, timeout=10_000),  # re-estimated for the found model
+        qtbot.waitSignal(dialog.model_tab.validationFinished, timeout=10_000) as finished,
+        qtbot.waitSignal(dialog.model_tab.estimatesUpdated, timeout=10_000),  # re-estimated for the found model
     ):
         release.set()
     assert finished.args == [True]
     assert seen == [(tmp_path / "omni", None, tmp_path / "voc")]
-    assert dialog.validation_label.text() == "✓ Found LLaMA-Omni: 32 layers."
-    assert "the model in" in dialog.estimate_source_label.text()
+    assert dialog.model_tab.validation_label.text() == "✓ Found LLaMA-Omni: 32 layers."
+    assert "the model in" in dialog.model_tab.estimate_source_label.text()
 
 
 def test_validation_with_no_folder_asks_for_one(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
-    with qtbot.waitSignal(dialog.validationFinished) as finished:
-        dialog.validate_button.click()
+    with qtbot.waitSignal(dialog.model_tab.validationFinished) as finished:
+        dialog.model_tab.validate_button.click()
     assert finished.args == [False]
-    assert dialog.validation_label.text() == "Choose the Omni model folder first."
+    assert dialog.model_tab.validation_label.text() == "Choose the Omni model folder first."
 
 
 def test_hotkey_capture(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings())
     dialog.tabs.setCurrentIndex(3)
-    edit = dialog.talk_key_edit
+    edit = dialog.controls_tab.talk_key_edit
     assert edit.keySequence().toString() == "F9"  # shows the current key
     edit.setFocus()
     qtbot.keyClick(edit, Qt.Key.Key_Space, Qt.KeyboardModifier.ControlModifier)
@@ -256,8 +275,8 @@ def test_hotkey_capture(qtbot: QtBot) -> None:
     assert dialog.result_settings().talk_key == "F10"
     qtbot.keyClick(edit, Qt.Key.Key_Escape)  # taken: Esc stops an answer
     assert dialog.result_settings().talk_key == "F10"
-    assert "Esc is taken" in dialog.talk_key_note.text()
-    dialog.talk_key_reset.click()
+    assert "Esc is taken" in dialog.controls_tab.talk_key_note.text()
+    dialog.controls_tab.talk_key_reset.click()
     assert dialog.result_settings().talk_key == "F9" and edit.keySequence().toString() == "F9"
 
 
@@ -273,44 +292,44 @@ def test_restore_defaults_keeps_the_model_folders(qtbot: QtBot) -> None:
         window_geometry=NON_DEFAULT.window_geometry,
     )
     assert dialog.result_settings() == expected
-    assert dialog.input_combo.count() == 3  # the scanned devices are still offered
+    assert dialog.audio_tab.input_combo.count() == 3  # the scanned devices are still offered
 
 
 def test_audio_tests_emit_the_chosen_device(qtbot: QtBot) -> None:
     dialog = _dialog(qtbot, AppSettings(input_device=MIC.key))
     with qtbot.waitSignal(dialog.testMicrophoneRequested) as mic:
-        dialog.test_mic_button.click()
+        dialog.audio_tab.test_mic_button.click()
     assert mic.args == [MIC.key]
     with qtbot.waitSignal(dialog.testSpeakerRequested) as speaker:
-        dialog.test_speaker_button.click()
+        dialog.audio_tab.test_speaker_button.click()
     assert speaker.args == [None]  # system default
-    dialog.show_audio_test_result("Could not open the speaker.", ok=False)
-    assert ERROR_COLOUR in dialog.audio_status.styleSheet()
+    dialog.audio_tab.show_audio_test_result("Could not open the speaker.", ok=False)
+    assert ERROR_COLOUR in dialog.audio_tab.audio_status.styleSheet()
 
 
 def test_unplugged_device_is_kept_and_marked(qtbot: QtBot) -> None:
-    dialog = _dialog(qtbot, AppSettings(output_device="ALSA: Old USB speaker"), devices=lambda: [MIC])
-    assert dialog.output_combo.currentText() == "ALSA: Old USB speaker (not connected)"
+    dialog = _dialog(qtbot, AppSettings(output_device="ALSA: Old USB speaker"), devices=lambda _rescan: [MIC])
+    assert dialog.audio_tab.output_combo.currentText() == "ALSA: Old USB speaker (not connected)"
     assert dialog.result_settings().output_device == "ALSA: Old USB speaker"
-    assert "No speaker found" in dialog.audio_status.text()
+    assert "No speaker found" in dialog.audio_tab.audio_status.text()
 
 
 def test_rescan_failure_is_shown(qtbot: QtBot) -> None:
-    from engine.errors import AudioDeviceError
+    def busy(rescan: bool) -> list[AudioDevice]:
+        if rescan:
+            raise AudioDeviceError("PortAudio could not be restarted.", fix="Stop talking first.")
+        return [MIC, HEADSET, SPEAKER]
 
-    def busy() -> list[AudioDevice]:
-        raise AudioDeviceError("Audio devices cannot be re-scanned while a stream is open.", fix="Stop talking first.")
-
-    dialog = _dialog(qtbot, AppSettings(), rescan_devices=busy)
-    dialog.rescan_button.click()
-    qtbot.waitUntil(lambda: "Stop talking first." in dialog.audio_status.text())
-    assert dialog.input_combo.count() == 3  # the earlier list stays
+    dialog = _dialog(qtbot, AppSettings(), devices=busy)
+    dialog.audio_tab.rescan_button.click()
+    qtbot.waitUntil(lambda: "Stop talking first." in dialog.audio_tab.audio_status.text())
+    assert dialog.audio_tab.input_combo.count() == 3  # the earlier list stays
 
 
 def test_screenshots(qtbot: QtBot) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     dialog = _dialog(qtbot, NON_DEFAULT.replace(quant="int8", gpu="cuda:0"), check_model=_no_check)
-    qtbot.waitUntil(lambda: "config.json is missing" in dialog.validation_label.text())
+    qtbot.waitUntil(lambda: "config.json is missing" in dialog.model_tab.validation_label.text())
     for index in range(dialog.tabs.count()):
         dialog.tabs.setCurrentIndex(index)
         QApplication.processEvents()  # let pending layout requests run before grabbing

@@ -15,8 +15,6 @@ import pytest
 from PySide6.QtWidgets import QApplication, QWizard
 from pytestqt.qtbot import QtBot
 
-from app.gpu_info import SystemInfo
-from app.settings_dialog import ERROR_COLOUR
 from app.setup_wizard import (
     PAGE_CHOICE,
     PAGE_DONE,
@@ -27,9 +25,11 @@ from app.setup_wizard import (
     time_left,
 )
 from app.tasks import wait_for_background
+from app.widgets import ERROR_COLOUR
 from engine.gpu import GpuInfo
 from engine.model_download import INDEX_NAME, DownloadSource
 from engine.paths import models_dir
+from engine.preflight import SystemInfo
 from engine.store import (
     CHUNK_BYTES,
     OMNI_DIR_NAME,

@@ -138,6 +138,10 @@ class FakeBackend:
         return stream
 
     def refresh(self) -> None:
+        """Like PortAudio: no rescan while a stream is open."""
+        open_streams = [s for s in self.streams if not s.closed]
+        if open_streams:
+            raise AudioDeviceError(f"Cannot refresh audio devices while {len(open_streams)} stream(s) are open.")
         self.refreshes += 1
 
     @property

@@ -17,7 +17,7 @@ from engine.audio.resample import resample
 from engine.audio.vad import SpeechDetector
 from engine.bench.event_log import EventLog
 from engine.engine import Engine
-from engine.errors import ModelCorrupt
+from engine.errors import AudioDeviceError, ModelCorrupt
 from engine.events import (
     AudioChunk,
     Cancel,
@@ -25,9 +25,11 @@ from engine.events import (
     ChunkingOptions,
     ConversationReset,
     DeviceChecked,
+    DevicesListed,
     EngineOptions,
     EngineState,
     Failed,
+    ListDevices,
     Listening,
     LoadModel,
     LoadProgress,
@@ -45,7 +47,7 @@ from engine.events import (
     TurnIgnored,
     TurnStarted,
 )
-from tests.engine.audio_fixtures import FakeBackend, espeak_wav, read_wav
+from tests.engine.audio_fixtures import FakeBackend, espeak_wav, make_device, read_wav
 from tests.engine.engine_fixtures import ANSWER, ScriptedModel, SpeakerClock, tiny_vocoder_loader
 
 DEVICE_RATE_HZ = 48_000
@@ -71,6 +73,7 @@ class Harness:
             player_factory=lambda device: Player(device, backend=self.backend),
             speech_detector=SpeechDetector(use_model=False),
             options=EngineOptions(chunking=ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)),
+            sound_backend=self.backend,
         )
         self.engine.start()
 
@@ -391,3 +394,36 @@ def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
         assert not result.ok and result.message
     finally:
         h.engine.shutdown()
+
+
+def test_devices_are_listed_and_rescanned_by_the_engine_with_its_streams_open(harness: Harness) -> None:
+    harness.load()  # opens the microphone and the speaker ahead of the first press
+    before = [s for s in harness.backend.streams if not s.closed]
+    assert {s.direction for s in before} == {"input", "output"}
+
+    harness.engine.send(ListDevices(rescan=False))
+    listed = harness.log.wait_for(DevicesListed)
+    assert listed.devices == tuple(harness.backend.devices) and listed.error is None and not listed.rescanned
+    assert harness.backend.refreshes == 0
+
+    headset = make_device(1, "USB Headset")
+    harness.backend.devices.append(headset)  # plugged in while the streams are open
+    mark = harness.log.mark()
+    harness.engine.send(ListDevices(rescan=True))
+    listed = harness.log.wait_for(DevicesListed, since=mark)
+    assert listed.rescanned and listed.error is None and headset in listed.devices
+    assert harness.backend.refreshes == 1  # the fake refuses to rescan while a stream is open
+    assert all(s.closed for s in before)
+    reopened = [s for s in harness.backend.streams if not s.closed]
+    assert {s.direction for s in reopened} == {"input", "output"}  # ready for the next press
+
+
+def test_a_failed_rescan_is_reported_with_its_kind(harness: Harness) -> None:
+    def broken() -> None:
+        raise AudioDeviceError("PortAudio could not be restarted.", fix="Restart the sound server.")
+
+    harness.backend.refresh = broken  # type: ignore[method-assign]
+    harness.engine.send(ListDevices(rescan=True))
+    listed = harness.log.wait_for(DevicesListed)
+    assert listed.devices == () and listed.error is not None
+    assert listed.error.kind == "audio_device" and "could not be restarted" in listed.error.message

@@ -1,9 +1,10 @@
-"""Will the model run here? GPUs and free memory, memory estimates per quantization, folder checks.
+"""Pre-flight: will the model run here? GPUs and free memory, memory estimates per quantization,
+folder checks, without loading any weights.
 
-Qt-free: the settings dialog and the setup wizard call these from background tasks (probing NVML
-takes milliseconds, but ``estimate_memory`` and ``read_dims`` import torch, which takes seconds).
-Every slow function is named so (``probe_system``, ``estimate_all``, ``check_model_folders``) and
-is injectable in the widgets, so tests can replace the machine.
+Qt-free, for the app's settings dialog and setup wizard (which call these from background tasks:
+probing NVML takes milliseconds, but ``estimate_memory`` and ``read_dims`` import torch, which takes
+seconds) and for the CLI. Every slow function is named so (``probe_system``, ``estimate_all``,
+``check_model_folders``) and is injectable in the widgets, so tests can replace the machine.
 """
 
 from __future__ import annotations
@@ -12,31 +13,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import OmniDims
+from engine.config import QUANT_MODES, OmniDims, QuantMode
 from engine.errors import ModelMissing
 from engine.gpu import GpuInfo, list_gpus
 from engine.heap import import_long_lived
+from engine.vocoder.defaults import CHECKPOINT_FILENAME, CONFIG_FILENAME
 
 GB = 1_000_000_000
 MB = 1_000_000
 DEVICE_TYPES = ("cuda", "cpu")
-# Quantizations the app offers, best quality first (bf16/fp32 stay selectable for power users).
-QUANT_LABELS: dict[str, str] = {
-    "nf4": "4-bit (nf4)",
-    "int8": "8-bit (int8)",
-    "fp16": "16-bit (fp16)",
-    "bf16": "16-bit (bf16)",
-    "fp32": "32-bit (fp32)",
-}
 # What to recommend, best first: the first one that fits wins (nf4 when nothing fits).
-RECOMMEND_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("fp16", "int8", "nf4"), "cpu": ("fp32", "bf16", "nf4")}
+RECOMMEND_ORDER: dict[str, tuple[QuantMode, ...]] = {"cuda": ("fp16", "int8", "nf4"), "cpu": ("fp32", "bf16", "nf4")}
 CONTEXT_TOKENS = 2048  # the release's tokenizer_model_max_length: what the engine budgets for
-VOCODER_CHECKPOINT = "g_00500000"
-VOCODER_CONFIG = "config.json"
 VOCODER_FIX = "Choose the folder with g_00500000 and config.json (the unit vocoder)."
-
-# ICTNLP/Llama-3.1-8B-Omni's config.json (Llama-3.1-8B-Instruct + CTC unit decoder "(2,4096,32,11008)")
-# with Whisper large-v3 and the 2048-wide adapter, for estimates before any file is on disk.
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +109,7 @@ def estimate_all(dims: OmniDims, max_new_tokens: int) -> dict[tuple[str, str], i
             dims, quant, device_type=device, context_tokens=CONTEXT_TOKENS, max_new_tokens=max_new_tokens  # type: ignore[arg-type]
         ).total_bytes
         for device in DEVICE_TYPES
-        for quant in QUANT_LABELS
+        for quant in QUANT_MODES
     }
 
 
@@ -140,7 +129,7 @@ def fit(needed_bytes: int, target: Target) -> Fit:
     return Fit(f"This {need}, {have}.", True)
 
 
-def recommend_quant(estimates: Estimates, target: Target) -> str:
+def recommend_quant(estimates: Estimates, target: Target) -> QuantMode:
     """The best-quality mode that fits in ``target``'s free memory (nf4 if none or unknown)."""
     order = RECOMMEND_ORDER[target.device_type]
     if target.free_bytes is None:
@@ -169,7 +158,7 @@ def check_vocoder_dir(vocoder_dir: Path) -> str:
 
     if not vocoder_dir.is_dir():
         raise ModelMissing("The vocoder folder does not exist.", path=vocoder_dir, fix=VOCODER_FIX)
-    missing = [name for name in (VOCODER_CHECKPOINT, VOCODER_CONFIG) if not (vocoder_dir / name).is_file()]
+    missing = [name for name in (CHECKPOINT_FILENAME, CONFIG_FILENAME) if not (vocoder_dir / name).is_file()]
     if missing:
         raise ModelMissing(f"The vocoder folder lacks {' and '.join(missing)}.", path=vocoder_dir, fix=VOCODER_FIX)
     config = load_config(vocoder_dir)

@@ -1,0 +1,125 @@
+"""The settings dialog: one tab per concern, each a widget that shows and returns its own fields.
+
+``SettingsDialog(settings, parent).exec()`` then ``result_settings()`` gives the edited
+``AppSettings``; fields no tab shows (adapter, licence, window geometry) pass through unchanged.
+Every control's range matches ``app.settings._RANGES``, so the result is always valid. Folder
+checks, GPU probing and memory estimates run in the background (app.tasks); audio devices are the
+engine's (``devicesRequested`` → ``ListDevices``, answered in :meth:`show_devices`). The dialog
+never waits.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTabWidget, QVBoxLayout, QWidget
+
+from app.settings import AppSettings
+from app.settings_dialog.audio_tab import AudioTab
+from app.settings_dialog.controls_tab import ControlsTab
+from app.settings_dialog.conversation_tab import ConversationTab
+from app.settings_dialog.look_tab import LookTab
+from app.settings_dialog.model_tab import ModelTab
+from engine.events import DevicesListed
+from engine.preflight import (
+    Estimator,
+    ModelChecker,
+    SystemProbe,
+    check_model_folders,
+    estimate_all,
+    probe_system,
+)
+
+MIN_SIZE_PX = (660, 560)
+
+
+class SettingsDialog(QDialog):
+    devicesRequested = Signal(bool)  # rescan: the engine closes its streams, scans, reopens
+    testMicrophoneRequested = Signal(object)  # device key or None (system default)
+    testSpeakerRequested = Signal(object)
+
+    def __init__(
+        self,
+        settings: AppSettings,
+        parent: QWidget | None = None,
+        *,
+        probe: SystemProbe = probe_system,
+        estimator: Estimator = estimate_all,
+        check_model: ModelChecker = check_model_folders,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("OmniTalk settings")
+        self.setMinimumSize(*MIN_SIZE_PX)
+        self._base = settings
+        self._asked_for_devices = False
+
+        self.conversation_tab = ConversationTab()
+        self.model_tab = ModelTab(
+            probe=probe,
+            estimator=estimator,
+            check_model=check_model,
+            max_new_tokens=lambda: int(self.conversation_tab.max_tokens_spin.value()),
+        )
+        self.audio_tab = AudioTab()
+        self.controls_tab = ControlsTab()
+        self.look_tab = LookTab()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.model_tab, "Model")
+        self.tabs.addTab(self.conversation_tab, "Conversation")
+        self.tabs.addTab(self.audio_tab, "Audio")
+        self.tabs.addTab(self.controls_tab, "Controls")
+        self.tabs.addTab(self.look_tab, "Appearance")
+        buttons = QDialogButtonBox.StandardButton
+        self.button_box = QDialogButtonBox(buttons.Ok | buttons.Cancel | buttons.RestoreDefaults)
+        self.button_box.accepted.connect(self.accept)
+        self.button_box.rejected.connect(self.reject)
+        restore = self.button_box.button(buttons.RestoreDefaults)
+        restore.setToolTip("Every setting back to its default; your model folders are kept.")
+        restore.clicked.connect(self.restore_defaults)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.button_box)
+
+        self.audio_tab.devicesRequested.connect(self.devicesRequested)
+        self.audio_tab.testMicrophoneRequested.connect(self.testMicrophoneRequested)
+        self.audio_tab.testSpeakerRequested.connect(self.testSpeakerRequested)
+        self._show(settings)
+        self.conversation_tab.max_tokens_spin.valueChanged.connect(lambda _value: self.model_tab.schedule_estimates())
+        self.model_tab.start(settings)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._asked_for_devices:  # connections are made by now
+            self._asked_for_devices = True
+            self.audio_tab.request_devices(rescan=False)
+
+    def _show(self, s: AppSettings, *, with_paths: bool = True) -> None:
+        self.model_tab.show_settings(s, with_paths=with_paths)
+        self.conversation_tab.show_settings(s)
+        self.audio_tab.show_settings(s)
+        self.controls_tab.show_settings(s)
+        self.look_tab.show_settings(s)
+
+    def result_settings(self) -> AppSettings:
+        return self._base.replace(
+            **self.model_tab.changes(self._base),
+            **self.conversation_tab.changes(),
+            **self.audio_tab.changes(),
+            **self.controls_tab.changes(),
+            **self.look_tab.changes(),
+        )
+
+    def restore_defaults(self) -> None:
+        """Defaults everywhere except the model folders (finding them again is a chore)."""
+        self._show(AppSettings(), with_paths=False)
+
+    # ---------------------------------------------------------------- answers from the engine
+
+    def show_devices(self, listed: DevicesListed) -> None:
+        """Slot for the bridge's ``devicesListed``."""
+        self.audio_tab.show_devices(listed)
+
+    def show_audio_test_result_for(self, kind: str, ok: bool, text: str) -> None:
+        """Slot for the bridge's ``deviceTested(kind, ok, message)``."""
+        label = "Microphone" if kind == "input" else "Speaker"
+        self.audio_tab.show_audio_test_result(f"{label}: {text}", ok)
