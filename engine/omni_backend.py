@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.config import ConversationOptions, DecodeOptions
 from engine.events import LoadModel
-from engine.model.events import TokenStep, TurnDone
+from engine.model.conversation import Conversation
+from engine.model.events import TurnDone, TurnEvent
 from engine.model.omni import OmniModel
-from engine.pipeline import LoadedModel, ProgressFn, Stage, Step, TurnRequest
+from engine.pipeline import LoadedModel, ProgressFn, TurnRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class OmniBackend:
         return f"{self.model.describe()}; {self.vocoder_summary}"
 
     @property
-    def conversation(self):  # type: ignore[no-untyped-def]
+    def conversation(self) -> Conversation:
         return self._chat
 
     def _ensure_prompt(self, system_prompt: str | None) -> None:
@@ -54,27 +54,18 @@ class OmniBackend:
         self._chat = self.model.conversation(options)
         self._system_prompt = system_prompt
 
-    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[Stage | Step]:
+    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[TurnEvent]:
         opts = request.options
         self._ensure_prompt(opts.system_prompt)
         decode = DecodeOptions(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p)
-        started = time.perf_counter()
         if request.audio is not None:
             events = self._chat.respond_speech(request.audio, decode=decode, should_stop=should_stop)
         else:
             events = self._chat.respond_text(request.text or "", decode=decode, should_stop=should_stop)
         for event in events:
-            if isinstance(event, TokenStep):
-                yield Step(event.text_delta, event.new_units)
-            elif isinstance(event, TurnDone):
-                timings = event.timings_ms
-                if "features" in timings:
-                    yield Stage("features", at=started + timings["features"] / 1000.0)
-                if "encode" in timings and request.audio is not None:
-                    yield Stage("encoder", at=started + timings["encode"] / 1000.0)
-                if "prefill" in timings:
-                    yield Stage("prefill", at=started + (timings.get("encode", 0.0) + timings["prefill"]) / 1000.0)
-                logger.debug("Turn done: %s, %s", event.finish_reason, timings)
+            if isinstance(event, TurnDone):
+                logger.debug("Turn done: %s, %s", event.finish_reason, event.timings)
+            yield event
 
     def keep_spoken_prefix(self, n_tokens: int) -> None:
         self._chat.truncate_last_answer(n_tokens)

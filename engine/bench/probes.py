@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.pipeline import ModelBackend, Stage, Step, TurnRequest
+from engine.model.events import StageDone, TokenStep, TurnEvent
+from engine.pipeline import ModelBackend, TurnRequest
 from engine.vocoder.runtime import VocoderRuntime
 
 
@@ -49,20 +50,20 @@ class TimedBackend:
     def __init__(self, inner: ModelBackend) -> None:
         self.inner = inner
         self.steps: list[StepTiming] = []
-        self.stages: dict[str, float] = {}
+        self.stages: dict[str, float] = {}  # Stage value -> perf_counter when it ended
         self.started_at: float | None = None  # the engine asked for the first step
 
     @property
     def summary(self) -> str:
         return self.inner.summary
 
-    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[Stage | Step]:
+    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[TurnEvent]:
         self.steps = []
         self.stages = {}
         self.started_at = None
         return self._timed(self.inner.respond(request, should_stop))
 
-    def _timed(self, events: Iterator[Stage | Step]) -> Iterator[Stage | Step]:
+    def _timed(self, events: Iterator[TurnEvent]) -> Iterator[TurnEvent]:
         self.started_at = time.perf_counter()
         try:
             while True:
@@ -72,10 +73,10 @@ class TimedBackend:
                 except StopIteration:
                     return
                 ended = time.perf_counter()
-                if isinstance(out, Step):
-                    self.steps.append(StepTiming(started, ended, len(out.units)))
-                else:
-                    self.stages[out.name] = out.at if out.at is not None else ended
+                if isinstance(out, TokenStep):
+                    self.steps.append(StepTiming(started, ended, len(out.new_units)))
+                elif isinstance(out, StageDone):
+                    self.stages[out.stage.value] = out.at
                 yield out
         finally:
             close = getattr(events, "close", None)

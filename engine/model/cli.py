@@ -63,7 +63,7 @@ def _respond(args: argparse.Namespace) -> int:
         if isinstance(event, TokenStep):
             if not args.quiet:
                 print(event.text_delta, end="", flush=True)
-        else:
+        elif isinstance(event, TurnDone):
             done = event
     if not args.quiet:
         print()
@@ -73,7 +73,7 @@ def _respond(args: argparse.Namespace) -> int:
         "text": done.text.strip(),
         "text_token_ids": list(done.token_ids),
         "units": list(done.units),
-        "timings_ms": {k: round(v, 3) for k, v in done.timings_ms.items()},
+        "timings_ms": done.timings.as_dict(),
         "n_tokens": done.n_tokens,
         "n_units": done.n_units,
         "finish_reason": done.finish_reason,

@@ -3,7 +3,8 @@
     chat = model.conversation()
     for event in chat.respond_speech(audio, sample_rate_hz=48000, should_stop=cancelled):
         if isinstance(event, TokenStep): show(event.text_delta); speak(event.new_units)
-        else: done = event                                   # TurnDone, always last
+        elif isinstance(event, TurnDone): done = event       # always last
+        # StageDone marks (features, encoder, prefill) come as each stage ends
     chat.respond_text("And in French?")                      # a typed turn continues the same context
     chat.reset()                                             # "new conversation"
 
@@ -30,7 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,12 +42,14 @@ from engine.audio.features import N_SAMPLES
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample, to_mono
 from engine.config import ConversationOptions, DecodeOptions
 from engine.errors import BadInput
-from engine.model.events import FinishReason, TokenStep, TurnDone, TurnEvent
-from engine.model.omni import OmniModel
+from engine.model.events import FinishReason, Stage, StageDone, TokenStep, TurnDone, TurnEvent, TurnTimings
 from engine.model.prompt import SPEECH_TOKEN_INDEX, PromptBuilder
 from engine.model.sampling import make_generator, pick_token
 from engine.model.tokens import IncrementalDetokenizer
 from engine.model.unit_decoder import UnitStream
+
+if TYPE_CHECKING:  # the model creates conversations (OmniModel.conversation); this only names its type
+    from engine.model.omni import OmniModel
 
 logger = logging.getLogger(__name__)
 
@@ -200,15 +204,11 @@ class Conversation:
         self, prompt_ids: list[int], wav: np.ndarray | None, decode: DecodeOptions, should_stop: StopCheck
     ) -> Iterator[TurnEvent]:
         t0 = time.perf_counter()
-        timings = {
-            "features": 0.0,
-            "encode": 0.0,
-            "prefill": 0.0,
-            "first_token": 0.0,
-            "decode": 0.0,
-            "units": 0.0,
-            "total": 0.0,
-        }
+
+        def since_start_ms(at: float) -> float:
+            return (at - t0) * 1e3
+
+        timings = TurnTimings()
         truncated = wav is not None and wav.shape[0] > N_SAMPLES
         if should_stop():
             yield self._done("", [], [], timings, "cancelled", 0, truncated, t0)
@@ -217,23 +217,30 @@ class Conversation:
         if wav is not None:
             mel = self.model.speech_features(wav)
             self.model.synchronize()
-            timings["features"] = (time.perf_counter() - t0) * 1e3
+            at = time.perf_counter()
+            timings = replace(timings, features_ms=since_start_ms(at))
+            yield StageDone(Stage.FEATURES, at)
             speech = (self.model.encode_mel(mel),)
             self.model.synchronize()
-            timings["encode"] = (time.perf_counter() - t0) * 1e3
+            at = time.perf_counter()
+            timings = replace(timings, encoder_ms=since_start_ms(at))
+            yield StageDone(Stage.ENCODER, at)
         turn = TurnRecord(prompt_ids=prompt_ids, speech=speech)
         dropped, max_new = self._make_room(self.positions(prompt_ids), decode.max_new_tokens)
         if dropped:
             logger.info("context limit: dropped the %d oldest turn(s)", dropped)
 
         generated: list[int] = []
+        units_s = decode_s = 0.0
         try:
             t_prefill = time.perf_counter()
             ids, spans = self._prefill_inputs(turn, dropped)
             hidden = self.model.forward(self.model.build_embeds(ids, spans), self._cache)[:, -1]
             self.model.synchronize()
-            timings["prefill"] = (time.perf_counter() - t_prefill) * 1e3
+            at = time.perf_counter()
+            timings = replace(timings, prefill_ms=(at - t_prefill) * 1e3)
             self.turns.append(turn)
+            yield StageDone(Stage.PREFILL, at)
             detok = IncrementalDetokenizer(self.model.tokenizer)
             units = UnitStream(self.model.unit_decoder, max_tokens=max_new)
             generator = make_generator(decode, self.model.device)
@@ -243,11 +250,11 @@ class Conversation:
                 token = pick_token(self.model.logits(hidden[0]), decode, generator)
                 t_units = time.perf_counter()
                 new_units = units.push(hidden)
-                timings["units"] += (time.perf_counter() - t_units) * 1e3
+                units_s += time.perf_counter() - t_units
                 generated.append(token)
                 delta = detok.push(token)
                 if step == 0:
-                    timings["first_token"] = (time.perf_counter() - t0) * 1e3
+                    timings = replace(timings, first_token_ms=since_start_ms(time.perf_counter()))
                 yield TokenStep(text_delta=delta, token_id=token, new_units=tuple(new_units))
                 if token in eos:
                     finish = "eos"
@@ -259,7 +266,7 @@ class Conversation:
                     break
                 t_step = time.perf_counter()
                 hidden = self.model.forward(self.model.embed_ids([token]).unsqueeze(0), self._cache)[:, -1]
-                timings["decode"] += (time.perf_counter() - t_step) * 1e3
+                decode_s += time.perf_counter() - t_step
         except GeneratorExit:
             self._close_answer(turn, generated)
             raise
@@ -270,6 +277,7 @@ class Conversation:
             raise
         self._close_answer(turn, generated)
         detok.flush()  # a character cut off by max_new_tokens still reaches TurnDone.text
+        timings = replace(timings, decode_ms=decode_s * 1e3, units_ms=units_s * 1e3)
         yield self._done(detok.text, generated, units.units, timings, finish, dropped, truncated, t0)
 
     def _done(
@@ -277,18 +285,17 @@ class Conversation:
         text: str,
         generated: list[int],
         units: list[int],
-        timings: dict[str, float],
+        timings: TurnTimings,
         finish: FinishReason,
         dropped: int,
         truncated: bool,
         t0: float,
     ) -> TurnDone:
-        timings["total"] = (time.perf_counter() - t0) * 1e3
         return TurnDone(
             text=text,
             token_ids=tuple(generated),
             units=tuple(units),
-            timings_ms=dict(timings),
+            timings=replace(timings, total_ms=(time.perf_counter() - t0) * 1e3),
             n_tokens=len(generated),
             n_units=len(units),
             finish_reason=finish,

@@ -65,7 +65,7 @@ def test_respond_writes_json_and_wav(tiny_omni, tiny_omni_model, speech_16k, tmp
     result = json.loads(out_json.read_text())
     assert {"text", "text_token_ids", "units", "timings_ms"} <= set(result)
     assert len(result["text_token_ids"]) == 6 and result["finish_reason"] == "length"
-    assert set(result["timings_ms"]) >= {"encode", "prefill", "first_token", "total"}
+    assert set(result["timings_ms"]) >= {"features", "encoder", "prefill", "first_token", "decode", "units", "total"}
     # Same answer as the Python API on the same audio (the file round-trip is 16-bit PCM).
     audio, _ = sf.read(wav_in, dtype="float32")
     events = list(tiny_omni_model.conversation().respond_speech(audio, decode=DecodeOptions(max_new_tokens=6)))
@@ -94,7 +94,7 @@ def test_respond_to_typed_text_prints_json(tiny_omni, capsys) -> None:
     )
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert len(result["text_token_ids"]) == 3 and result["timings_ms"]["encode"] == 0.0
+    assert len(result["text_token_ids"]) == 3 and result["timings_ms"]["encoder"] == 0.0
 
 
 def test_respond_reports_engine_errors(tmp_path: Path, capsys) -> None:

@@ -6,6 +6,8 @@ the reference's offline unit decoder: what the reference would compute for these
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from engine.audio.resample import resample
 from engine.config import ConversationOptions, DecodeOptions
 from engine.errors import BadInput
 from engine.model.conversation import Conversation
-from engine.model.events import TokenStep, TurnDone
+from engine.model.events import Stage, StageDone, TokenStep, TurnDone
 from engine.model.unit_decoder import units_offline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,7 +30,7 @@ def run(events) -> tuple[list[TokenStep], TurnDone]:
         if isinstance(event, TokenStep):
             assert done is None
             steps.append(event)
-        else:
+        elif isinstance(event, TurnDone):
             done = event
     assert done is not None
     return steps, done
@@ -59,7 +61,7 @@ def test_stream_equals_offline_reference(tiny_omni_model, speech_16k) -> None:
     assert greedy[:8] == list(done.token_ids)  # the 9th state is the closing eot's, beyond the answer
     offline_units = units_offline(tiny_omni_model.unit_decoder, states[:8])
     assert offline_units == list(done.units)  # one offline pass over [h(prompt), h(y1..y7)]
-    assert done.timings_ms["encode"] > 0 and done.timings_ms["total"] >= done.timings_ms["first_token"] > 0
+    assert done.timings.encoder_ms > 0 and done.timings.total_ms >= done.timings.first_token_ms > 0
     assert done.n_context_tokens == len(chat.system_ids) + chat.positions(chat.turns[0].prompt_ids) + 9
 
 
@@ -126,7 +128,7 @@ def test_cancel_stops_within_one_token(tiny_omni_model, speech_16k) -> None:
     for event in events:
         if isinstance(event, TokenStep):
             steps.append(event)
-        else:
+        elif isinstance(event, TurnDone):
             done = event
     assert len(steps) == 1 and done is not None
     assert done.finish_reason == "cancelled" and done.n_tokens == 1
@@ -148,6 +150,7 @@ def test_cancel_before_start_changes_nothing(tiny_omni_model, speech_16k) -> Non
 def test_closing_the_generator_keeps_the_context_consistent(tiny_omni_model) -> None:
     chat = tiny_omni_model.conversation()
     events = chat.respond_text("Hello there", decode=SHORT)
+    assert isinstance(next(events), StageDone)  # the prefill mark (a typed turn has no speech stages)
     first, second = next(events), next(events)
     events.close()
     eot = tiny_omni_model.tokenizer.special.eot_id
@@ -264,6 +267,29 @@ def test_truncate_last_answer_keeps_the_spoken_prefix(tiny_omni_model, keep: int
 
 def test_speech_turn_timings_are_cumulative_stages(tiny_omni_model, speech_16k) -> None:
     _, done = run(tiny_omni_model.conversation().respond_speech(speech_16k, decode=SHORT))
-    t = done.timings_ms
-    assert 0 < t["features"] < t["encode"] < t["first_token"] <= t["total"]
-    assert t["prefill"] > 0 and t["decode"] > 0 and t["units"] > 0
+    t = done.timings
+    assert 0 < t.features_ms < t.encoder_ms < t.first_token_ms <= t.total_ms
+    assert t.prefill_ms > 0 and t.decode_ms > 0 and t.units_ms > 0
+
+
+def test_stage_marks_come_when_each_stage_ends(tiny_omni_model, speech_16k) -> None:
+    """Marks are yielded live, in order, before the first token; a turn stopped after the encoder
+    still reports the stages it finished."""
+    started = time.perf_counter()
+    events = list(tiny_omni_model.conversation().respond_speech(speech_16k, decode=SHORT))
+    marks = [e for e in events if isinstance(e, StageDone)]
+    assert [m.stage for m in marks] == [Stage.FEATURES, Stage.ENCODER, Stage.PREFILL]
+    first_token = next(i for i, e in enumerate(events) if isinstance(e, TokenStep))
+    assert all(events.index(m) < first_token for m in marks)
+    assert started < marks[0].at < marks[1].at < marks[2].at
+    done = events[-1]
+    assert isinstance(done, TurnDone)
+    assert abs((marks[1].at - started) * 1e3 - done.timings.encoder_ms) < 50  # same clock, same stage
+
+    stopped: list[StageDone] = []
+    for event in tiny_omni_model.conversation().respond_speech(speech_16k, decode=SHORT):
+        if isinstance(event, StageDone):
+            stopped.append(event)
+            if event.stage is Stage.ENCODER:
+                break  # e.g. the user pressed the key again
+    assert [m.stage for m in stopped] == [Stage.FEATURES, Stage.ENCODER]

@@ -26,8 +26,9 @@ from engine.events import (
     TextDelta,
     TurnFinished,
 )
+from engine.model.events import TokenStep
 from engine.omni_backend import OmniBackend, find_vocoder_dir
-from engine.pipeline import Step, TurnRequest
+from engine.pipeline import TurnRequest
 from engine.tiny import TinyPaths
 from engine.vocoder.api import load_vocoder_runtime
 from tests.engine.audio_fixtures import FakeBackend
@@ -77,10 +78,10 @@ def test_engine_loads_the_tiny_model_and_answers_like_the_model_itself(
     steps = [
         s
         for s in direct.respond(TurnRequest(None, "What is the capital of France?", OPTIONS), lambda: False)
-        if isinstance(s, Step)
+        if isinstance(s, TokenStep)
     ]
     expected_text = "".join(s.text_delta for s in steps)
-    expected_units = [u for s in steps for u in s.units]
+    expected_units = [u for s in steps for u in s.new_units]
     assert done.text == expected_text == "".join(d.text for d in log.of(TextDelta))
     assert done.metrics.n_tokens == len(steps) and done.metrics.n_units == len(expected_units)
     # What was streamed to the speaker is the whole answer's speech: the same length as synthesizing
