@@ -1,4 +1,8 @@
-"""The engine thread: owns the model, the microphone, the speaker and the vocoder worker.
+"""The engine thread: owns the model and the microphone; the speaker belongs to its SpeechOutput.
+
+Owners: the engine thread owns the loaded model, the Recorder and the command loop;
+:class:`engine.speech_out.SpeechOutput` (created here, its worker thread) owns the Player and the
+vocoder stream; one turn is :func:`engine.pipeline.run_turn`.
 
 Usage (the GUI's bridge, the CLI and tests do the same)::
 
@@ -9,8 +13,9 @@ Usage (the GUI's bridge, the CLI and tests do the same)::
     engine.shutdown()
 
 Cancellation: ``Cancel`` and ``StartTurn`` (a press is "cancel, then listen") bump the cancel
-generation and silence the speaker *in the caller's thread*, so playback stops at once and the
-generation loop stops at its next token; everything tagged with an older generation is dropped.
+generation and silence the speaker *in the caller's thread* (``SpeechOutput.cancel`` is safe from
+any thread), so playback stops at once and the generation loop stops at its next token;
+everything tagged with an older generation is dropped.
 """
 
 from __future__ import annotations
@@ -57,25 +62,22 @@ from engine.events import (
     StartTurn,
     StateChanged,
     StopTurn,
-    TextDelta,
-    TurnFinished,
     TurnIgnored,
-    TurnMetrics,
-    TurnStarted,
 )
 from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
-from engine.pipeline import LoadedModel, ModelLoader, Stage, Step, TurnRequest
-from engine.speech_out import SpeechOutput, TurnAudio
+from engine.pipeline import LoadedModel, ModelLoader, TurnContext, TurnRequest, run_turn
+from engine.speech_out import SpeechOutput
 
 logger = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.05  # Listening events while recording (meter refresh)
 PLAYBACK_POLL_S = 0.02
-PLAYBACK_DRAIN_TIMEOUT_S = 120.0
+REPLAY_TIMEOUT_S = 600.0
 SHUTDOWN_TIMEOUT_S = 10.0
 MIC_TEST_S = 3.0
 MIC_TEST_QUIET_DBFS = -50.0
 DEVICE_TEST_TIMEOUT_S = 5.0
+DEVICE_OPEN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +88,6 @@ class _LimitReached:
 @dataclass(frozen=True, slots=True)
 class _InputLost:
     error: AudioDeviceError
-
-
-def _ms(start: float, end: float | None) -> float | None:
-    return None if end is None else round((end - start) * 1000.0, 2)
 
 
 class Engine:
@@ -119,12 +117,10 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="omnitalk-engine", daemon=True)
         self._state = EngineState.IDLE
         self._loaded: LoadedModel | None = None
-        self._speech: SpeechOutput | None = None
+        self._speech = SpeechOutput(self._make_player, self._emit, lambda: self._gen, self.options.output_device)
         self._recorder: Recorder | None = None
-        self._player: Player | None = None
         self._recording_since: float | None = None
         self._turn_id = 0
-        self._played_s_at_cancel: float | None = None
 
     # ------------------------------------------------------------------ any thread
 
@@ -133,6 +129,7 @@ class Engine:
         return self._state
 
     def start(self) -> None:
+        self._speech.start()
         self._thread.start()
 
     def send(self, command: Command) -> None:
@@ -149,10 +146,7 @@ class Engine:
     def _interrupt(self) -> None:
         with self._gen_lock:
             self._gen += 1
-        player = self._player
-        if player is not None:
-            self._played_s_at_cancel = player.played_s
-            player.cancel()
+        self._speech.cancel()
 
     # --------------------------------------------------------------- engine thread
 
@@ -220,7 +214,7 @@ class Engine:
             text = command.text.strip()
             if not text:
                 raise BadInput("The message is empty.", fix="Type a question first.")
-            self._run_turn(TurnRequest(None, text, self.options), time.perf_counter(), 0.0, None)
+            self._run_turn(TurnRequest(None, text, self.options), time.perf_counter(), None)
         elif isinstance(command, NewConversation):
             if self._loaded is not None:
                 self._loaded.model.reset()
@@ -245,8 +239,7 @@ class Engine:
 
         loaded = self._load(command, progress)
         self._loaded = loaded
-        if loaded.vocoder is not None:
-            self._speech = SpeechOutput(loaded.vocoder, None, self._emit, lambda: self._gen)  # type: ignore[arg-type]
+        self._speech.set_vocoder(loaded.vocoder)
         if not self._detector.uses_model:
             # silero-vad's first load imports its package and builds its model: as with the model
             # code (_default_loader), keep full collections from pausing the UI meanwhile.
@@ -269,16 +262,11 @@ class Engine:
         except AudioDeviceError as exc:
             logger.info("Microphone not opened ahead of time: %s", exc)
             self._close_recorder()
-        if self._speech is not None and self.options.speak_answers:
-            try:
-                self._ensure_player()
-            except AudioDeviceError as exc:
-                logger.info("Speaker not opened ahead of time: %s", exc)
+        if (self.options.speak_answers or self.options.earcons) and not self._speech.open().wait(DEVICE_OPEN_TIMEOUT_S):
+            logger.info("The speaker is still opening; the first answer may start late")
 
     def _unload(self) -> None:
-        if self._speech is not None:
-            self._speech.close()
-            self._speech = None
+        self._speech.set_vocoder(None)
         if self._loaded is not None:
             self._loaded.model.close()
             self._loaded = None
@@ -291,9 +279,8 @@ class Engine:
         self.options = options
         if options.input_device != old.input_device:
             self._close_recorder()
-        if options.output_device != old.output_device and self._player is not None:
-            self._player.stop()
-            self._player = None
+        if options.output_device != old.output_device:
+            self._speech.set_device(options.output_device)
         if self._loaded is not None and self._recording_since is None:
             self._open_devices()
 
@@ -334,15 +321,10 @@ class Engine:
         self._earcon(listening_earcon())
 
     def _earcon(self, pcm: np.ndarray) -> None:
-        """Play a short confirmation tone if enabled; a missing speaker is not worth an error here."""
-        if not self.options.earcons:
-            return
-        try:
-            player = self._ensure_player()
-            player.write(pcm)
-            player.finish()
-        except AudioDeviceError as exc:
-            logger.info("Earcon not played: %s", exc)
+        """Play a short confirmation tone if enabled; a missing speaker is not worth an error here
+        (the worker logs it; the answer reports it)."""
+        if self.options.earcons:
+            self._speech.play(self._gen, pcm)
 
     def _test_device(self, command: CheckDevice) -> None:
         """Record MIC_TEST_S and play it back, or play a chime; report in words, never raise."""
@@ -408,13 +390,17 @@ class Engine:
     def _replay(self, pcm: np.ndarray) -> None:
         """Play a stored clip (an earlier answer); a press or Cancel stops it at once."""
         gen = self._gen
-        player = self._ensure_player()
+        clip = self._speech.play(gen, pcm)
         self._set_state(EngineState.SPEAKING, "replay")
-        if player.write(np.asarray(pcm, dtype=np.float32)) and player.finish():
-            while self._gen == gen and not player.wait_done(PLAYBACK_POLL_S):
+        try:
+            while self._gen == gen and not clip.done.wait(PLAYBACK_POLL_S):
                 pass
-        if self._recording_since is None:
-            self._set_state(self._idle_state())
+            if clip.error is not None:
+                raise clip.error
+            self._speech.wait_played(gen, REPLAY_TIMEOUT_S)
+        finally:
+            if self._recording_since is None:
+                self._set_state(self._idle_state())
 
     def _report_level(self) -> None:
         if self._recording_since is None or self._recorder is None:
@@ -440,7 +426,7 @@ class Engine:
         if not self._detector.is_speech(audio):
             self._ignore("no_speech", "No speech was heard. Check the microphone in Settings, or speak louder.")
             return
-        self._run_turn(TurnRequest(audio, None, self.options), released, speech_s, audio)
+        self._run_turn(TurnRequest(audio, None, self.options), released, audio)
 
     def _ignore(self, reason: str, hint: str) -> None:
         self._emit(TurnIgnored(reason, hint))
@@ -448,137 +434,34 @@ class Engine:
 
     # ------------------------------------------------------------------------ turn
 
-    def _ensure_player(self) -> Player:
-        if self._player is None or self._player.error is not None:
-            if self._player is not None:
-                self._player.stop()
-            self._player = self._make_player(self.options.output_device)
-            self._player.start()
-        return self._player
-
-    def _run_turn(self, request: TurnRequest, t0: float, speech_s: float, user_audio: np.ndarray | None) -> None:
+    def _run_turn(self, request: TurnRequest, t0: float, user_audio: np.ndarray | None) -> None:
         loaded = self._require_model()
         self._turn_id += 1
-        turn_id, gen = self._turn_id, self._gen
-        self._played_s_at_cancel = None
-        source = "speech" if request.audio is not None else "text"
-        self._emit(TurnStarted(turn_id, source, request.text or "", speech_s, user_audio))
-        self._set_state(EngineState.THINKING)
-
-        player_error: AudioDeviceError | None = None
-        player: Player | None = None
-        if self._speech is not None and self.options.speak_answers:
-            try:
-                player = self._ensure_player()
-            except AudioDeviceError as exc:  # no speaker: answer in text, and say why
-                player_error = exc
-        speech = self._speech
-        audio: TurnAudio | None = None
-        if speech is not None and self.options.speak_answers:
-            speech.player = player
-            audio = speech.begin_turn(turn_id, gen, self.options.chunking)
-
-        stages: dict[str, float] = {}
-        first_token: float | None = None
-        text_parts: list[str] = []
-        units_after_token: list[int] = []
-        n_units = 0
-        stopped = lambda: self._gen != gen  # noqa: E731
-        for out in loaded.model.respond(request, stopped):
-            if isinstance(out, Stage):
-                stages[out.name] = out.at if out.at is not None else time.perf_counter()
-                continue
-            assert isinstance(out, Step)
-            if first_token is None:
-                first_token = time.perf_counter()
-            if out.text_delta:
-                text_parts.append(out.text_delta)
-                self._emit(TextDelta(turn_id, out.text_delta))
-            n_units += len(out.units)
-            units_after_token.append(n_units)
-            if audio is not None and speech is not None:
-                speech.push_units(gen, out.units)
-            if stopped():
-                break
-        generated = time.perf_counter()
-        interrupted = stopped()
-
-        if audio is not None and speech is not None and not interrupted:
-            speech.end_turn(gen)
-            self._set_state(EngineState.SPEAKING)
-            self._wait_spoken(audio, gen)
-            interrupted = stopped()
-        if interrupted:
-            spoken = self._spoken_tokens(audio, units_after_token)
-            loaded.model.keep_spoken_prefix(spoken)
-        if audio is not None and audio.error is not None:
-            err = audio.error
-            player_error = err if isinstance(err, AudioDeviceError) else player_error
-            if not isinstance(err, AudioDeviceError):
-                self._emit(Failed("internal", f"Speech synthesis failed: {err}", "See the log.", turn_id))
-        if player_error is not None:
-            self._emit(Failed(player_error.kind, player_error.message, player_error.fix, turn_id))
-            if self._player is not None:
-                self._player.stop()
-                self._player = None
-
-        end = time.perf_counter()
-        first_audio = player.first_sample_at if player is not None and audio is not None else None
-        n_tokens = len(units_after_token)
-        decode_s = generated - first_token if first_token is not None else 0.0
-        metrics = TurnMetrics(
-            features_ms=_ms(t0, stages.get("features")),
-            encoder_ms=_ms(t0, stages.get("encoder")),
-            first_token_ms=_ms(t0, first_token),
-            first_chunk_ms=_ms(t0, audio.first_chunk_at if audio is not None else None),
-            first_audio_ms=_ms(t0, first_audio) if first_audio is not None and first_audio >= t0 else None,
-            total_ms=_ms(t0, end),
-            n_tokens=n_tokens,
-            n_units=n_units,
-            audio_s=(audio.samples_out / MODEL_SAMPLE_RATE_HZ) if audio is not None else 0.0,
-            tokens_per_s=(n_tokens - 1) / decode_s if n_tokens > 1 and decode_s > 0 else 0.0,
-            underruns=(player.underruns - audio.underruns_at_start) if player is not None and audio else 0,
+        speaks = loaded.vocoder is not None and self.options.speak_answers
+        context = TurnContext(
+            model=loaded.model,
+            speech=self._speech if speaks else None,
+            emit=self._emit,
+            set_state=self._set_state,
+            gen=self._gen,
+            current_gen=lambda: self._gen,
         )
-        logger.info("Turn %d %s: %s", turn_id, "interrupted" if interrupted else "done", metrics.as_dict())
-        self._emit(TurnFinished(turn_id, "".join(text_parts), interrupted, metrics))
+        run_turn(context, request, self._turn_id, t0, user_audio)
         if self._recording_since is None and self._state is not EngineState.LISTENING:
             self._set_state(self._idle_state())
-
-    def _wait_spoken(self, audio: TurnAudio, gen: int) -> None:
-        """Wait for the vocoder worker and the speaker to finish, giving up at once on a cancel."""
-        deadline = time.perf_counter() + PLAYBACK_DRAIN_TIMEOUT_S
-        while not audio.done.wait(PLAYBACK_POLL_S):
-            if self._gen != gen or time.perf_counter() > deadline:
-                return
-        player = self._speech.player if self._speech is not None else None
-        while player is not None and self._gen == gen and time.perf_counter() < deadline:
-            try:
-                if player.wait_done(PLAYBACK_POLL_S):
-                    return
-            except AudioDeviceError as exc:
-                audio.error = exc
-                return
-
-    def _spoken_tokens(self, audio: TurnAudio | None, units_after_token: list[int]) -> int:
-        """How many answer tokens the user heard before interrupting (all generated ones if silent)."""
-        if audio is None or audio.units_vocoded == 0 or audio.samples_out == 0:
-            return len(units_after_token)
-        played_s = (self._played_s_at_cancel or 0.0) - audio.played_s_at_start
-        samples_per_unit = audio.samples_out / audio.units_vocoded
-        heard_units = max(0.0, played_s) * MODEL_SAMPLE_RATE_HZ / samples_per_unit
-        return sum(1 for count in units_after_token if count <= heard_units)
 
     # --------------------------------------------------------------------- cleanup
 
     def _close_devices(self) -> None:
+        """Close the microphone and the speaker now (they reopen when needed), e.g. for a rescan."""
         self._close_recorder()
-        if self._player is not None:
-            self._player.stop()
-            self._player = None
+        if not self._speech.release().wait(SHUTDOWN_TIMEOUT_S):
+            logger.warning("The speaker was not released in time")
 
     def _close_all(self) -> None:
         self._recording_since = None
-        self._close_devices()
+        self._close_recorder()
+        self._speech.close()
         self._unload()
 
 

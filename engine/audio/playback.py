@@ -109,6 +109,7 @@ class Player:
         self._discard_until = 0  # writers: cancel() / write(), under _mark_lock
         self._cancel_gen = 0  # writer: cancel()
         self._first_sample_at: float | None = None  # writers: callback (set), cancel() (clear)
+        self._played_s_at_cancel: float | None = None  # writer: cancel(), under _mark_lock
         self._closing = False
         # Callback-only state (read elsewhere for reporting only).
         self._stream_died = False
@@ -172,8 +173,9 @@ class Player:
         return self._ring.free / rate if rate else 0.0
 
     @property
-    def is_playing(self) -> bool:
-        return self._playing
+    def played_s_at_cancel(self) -> float | None:
+        """``played_s`` when the latest :meth:`cancel` arrived (None: never cancelled)."""
+        return self._played_s_at_cancel
 
     @property
     def device_rate_hz(self) -> int:
@@ -313,6 +315,7 @@ class Player:
     def cancel(self) -> None:
         """Fade out within ``cancel_fade_s`` and drop everything queued. Any thread; returns at once."""
         with self._mark_lock:
+            self._played_s_at_cancel = self.played_s
             self._discard_until = max(self._discard_until, self._ring.total_written)
             self._first_sample_at = None
             self._cancel_gen += 1  # after the mark: a callback that sees the new generation sees it too

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import LoadModel
-from engine.pipeline import LoadedModel, Stage, Step, TurnRequest
+from engine.model.events import Stage, StageDone, TokenStep, TurnEvent
+from engine.pipeline import LoadedModel, TurnRequest
 from engine.vocoder.api import load_vocoder_runtime
 from engine.vocoder.checkpoint import write_tiny_vocoder
 from tests.engine.audio_fixtures import FakeBackend
@@ -42,18 +43,17 @@ class ScriptedModel:
     def summary(self) -> str:
         return "scripted test model"
 
-    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[Stage | Step]:
+    def respond(self, request: TurnRequest, should_stop: Callable[[], bool]) -> Iterator[TurnEvent]:
         self.requests.append(request)
-        yield Stage("features")
-        yield Stage("encoder")
-        yield Stage("prefill")
-        for text, units in self.steps:
+        for stage in Stage:
+            yield StageDone(stage, time.perf_counter())
+        for i, (text, units) in enumerate(self.steps):
             if should_stop():
                 return
             if self.step_s:
                 time.sleep(self.step_s)
             self.yield_times.append(time.perf_counter())
-            yield Step(text, units)
+            yield TokenStep(text, i, units)
 
     def keep_spoken_prefix(self, n_tokens: int) -> None:
         self.kept_prefix.append(n_tokens)
