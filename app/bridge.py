@@ -14,6 +14,7 @@ from typing import Protocol
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from engine.config import QuantMode
 from engine.events import (
     AudioChunk,
     Cancel,
@@ -22,6 +23,7 @@ from engine.events import (
     ConversationReset,
     DeviceChecked,
     DevicesListed,
+    Direction,
     EngineOptions,
     Event,
     Failed,
@@ -101,7 +103,7 @@ class EngineBridge(QObject):
         speech_encoder: Path | None,
         vocoder_dir: Path | None,
         device: str = "auto",
-        quant: str | None = None,
+        quant: QuantMode | None = None,
     ) -> None:
         self.send(LoadModel(model_dir, speech_encoder, vocoder_dir, device, quant))
 
@@ -126,7 +128,7 @@ class EngineBridge(QObject):
     def play(self, pcm: object) -> None:
         self.send(PlayAudio(pcm))  # type: ignore[arg-type]
 
-    def test_device(self, kind: str, device: str | None) -> None:
+    def test_device(self, kind: Direction, device: str | None) -> None:
         self.send(CheckDevice(kind, device))
 
     def list_devices(self, rescan: bool) -> None:

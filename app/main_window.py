@@ -10,7 +10,7 @@ import logging
 import platform
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -34,7 +34,6 @@ from engine.version import __version__
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TALK_KEY = "F9"
 WINDOW_SIZE_PX = (600, 720)
 METER_FLOOR_DBFS = -60.0
 # Key auto-repeat arrives as release+press pairs every 25-40 ms, and not every platform flags them
@@ -103,7 +102,7 @@ def key_matches(event: QKeyEvent, sequence: str) -> bool:
     keys = QKeySequence(sequence)
     if keys.count() == 0:
         return False
-    combo = keys[0]
+    combo = keys[0]  # type: ignore[index]  # PySide6's stubs lack QKeySequence.__getitem__
     modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
     return event.key() == combo.key() and modifiers == combo.keyboardModifiers()
 
@@ -425,7 +424,7 @@ class MainWindow(QMainWindow):
         """Called once the event loop runs (the window is visible)."""
         logger.info("Main window shown")
 
-    def closeEvent(self, event):  # type: ignore[no-untyped-def]
+    def closeEvent(self, event: QCloseEvent) -> None:
         self._set_global_hotkey(None)
         app = QApplication.instance()
         if app is not None:

@@ -17,9 +17,9 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
-from engine.config import QUANT_MODES
+from engine.config import QUANT_MODES, QuantMode
 from engine.events import ChunkingOptions, EngineOptions
 from engine.paths import config_dir
 
@@ -37,7 +37,7 @@ class AppSettings:
     model_dir: str | None = None
     speech_encoder: str | None = None
     vocoder_dir: str | None = None
-    quant: str = "nf4"
+    quant: QuantMode = "nf4"
     gpu: str = "auto"  # auto | cpu | cuda:N
     adapter_dir: str | None = None  # fine-tuned adapter to load on top of the model
     licence_accepted: bool = False
@@ -96,7 +96,9 @@ def default_path() -> Path:
 
 
 def _base_type(hint: Any) -> tuple[type, bool]:
-    """``str | None`` -> (str, True); ``int`` -> (int, False)."""
+    """``str | None`` -> (str, True); ``int`` -> (int, False); ``Literal["a", "b"]`` -> (str, False)."""
+    if get_origin(hint) is Literal:
+        return type(get_args(hint)[0]), False
     args = get_args(hint)
     if not args:
         return hint, False
@@ -117,7 +119,7 @@ def _valid(name: str, value: Any, hint: Any) -> bool:
         return False
     if name in _RANGES:
         low, high = _RANGES[name]
-        return low <= value <= high
+        return low <= cast(float, value) <= high
     return True
 
 

@@ -7,13 +7,14 @@ drop stale ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
-from engine.audio.backend import AudioDevice
+from engine.audio.backend import AudioDevice, Direction
+from engine.config import QuantMode
 from engine.vocoder.defaults import UNIT_S
 
 
@@ -74,7 +75,7 @@ class LoadModel:
     speech_encoder: Path | None = None
     vocoder_dir: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    quant: str | None = None  # None: nf4 on CUDA, fp32 on CPU
+    quant: QuantMode | None = None  # None: nf4 on CUDA, fp32 on CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ class PlayAudio:
 class CheckDevice:
     """Settings' Test buttons: ``kind`` "input" records a few seconds and plays it back; "output" plays a chime."""
 
-    kind: str  # "input" | "output"
+    kind: Direction  # "input" records a few seconds and plays them back; "output" plays a chime
     device: str | None  # device key; None = system default
 
 
@@ -238,7 +239,7 @@ class TurnMetrics:
     underruns: int = 0
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +259,7 @@ class ConversationReset:
 class DeviceChecked:
     """Result of a CheckDevice command, in words for the settings pane."""
 
-    kind: str
+    kind: Direction
     ok: bool
     message: str
 

@@ -106,7 +106,7 @@ def estimate_all(dims: OmniDims, max_new_tokens: int) -> dict[tuple[str, str], i
 
     return {
         (device, quant): estimate_memory(
-            dims, quant, device_type=device, context_tokens=CONTEXT_TOKENS, max_new_tokens=max_new_tokens  # type: ignore[arg-type]
+            dims, quant, device_type=device, context_tokens=CONTEXT_TOKENS, max_new_tokens=max_new_tokens
         ).total_bytes
         for device in DEVICE_TYPES
         for quant in QUANT_MODES

@@ -6,8 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from engine.events import Event
+
+E = TypeVar("E")
 
 
 class EventLog:
@@ -22,7 +25,7 @@ class EventLog:
             self.events.append(event)
             self._cond.notify_all()
 
-    def of(self, kind: type) -> list:
+    def of(self, kind: type[E]) -> list[E]:
         with self._cond:
             return [e for e in self.events if isinstance(e, kind)]
 
@@ -33,11 +36,11 @@ class EventLog:
 
     def wait_for(
         self,
-        kind: type,
-        predicate: Callable[[Event], bool] = lambda e: True,
+        kind: type[E],
+        predicate: Callable[[E], bool] = lambda e: True,
         timeout_s: float = 30.0,
         since: int = 0,
-    ):  # type: ignore[no-untyped-def]
+    ) -> E:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:

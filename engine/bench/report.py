@@ -44,13 +44,6 @@ class Table:
         return "\n".join(lines)
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    table = Table(list(headers))
-    for row in rows:
-        table.add(*row)
-    return table.markdown()
-
-
 # ------------------------------------------------------------------------------------ statistics
 
 

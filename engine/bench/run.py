@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from engine.audio.vad import SpeechDetector
-from engine.bench.cli import BenchSettings
 from engine.bench.decode import (
     PAPER_RATIO,
     PROMPT_POSITIONS,
@@ -56,6 +55,7 @@ from engine.bench.report import (
     median,
     versions,
 )
+from engine.bench.settings import BenchSettings
 from engine.bench.sizes import BenchSet, check_size_device, full_dims, write_bench_set
 from engine.bench.vocoder import measure_speed, random_units, rtf_table, snr_table
 from engine.events import ChunkingOptions, EngineOptions, LoadModel

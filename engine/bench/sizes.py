@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from engine.bench.cli import SIZES
 from engine.bench.report import millions
+from engine.bench.settings import SIZES
 from engine.config import (
     WHISPER_LARGE_V3,
     AdapterDims,

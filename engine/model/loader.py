@@ -50,7 +50,6 @@ ProgressCallback = Callable[[float, str], None]
 ADAPTER_PREFIX = "model.speech_projector."
 UNIT_DECODER_PREFIX = "speech_generator."
 DEFAULT_ADAPTER_HIDDEN = 2048
-ROTARY_BUFFER_MARK = "rotary_emb."
 _PROGRESS_CONFIG = 0.02
 _PROGRESS_SHARDS_START = 0.05
 _PROGRESS_SHARDS_END = 0.85

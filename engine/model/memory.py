@@ -21,8 +21,11 @@ from engine.errors import NotEnoughMemory
 logger = logging.getLogger(__name__)
 
 GB = 1_000_000_000
-GIB = 1 << 30
-NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+# bitsandbytes NF4 with double quantization: 4 bits per weight, one 8-bit absmax per block of 64
+# weights, and one fp32 scale per 256 of those absmax values.
+NF4_BLOCK = 64
+NF4_DOUBLE_QUANT_BLOCK = 256
+NF4_BYTES_PER_WEIGHT = 0.5 + 1 / NF4_BLOCK + 4 / (NF4_BLOCK * NF4_DOUBLE_QUANT_BLOCK)
 INT8_BYTES_PER_WEIGHT = 1.0
 # PyTorch's CUDA context with lazy module loading plus cuBLAS workspaces: typically 0.3-0.5 GB.
 CUDA_CONTEXT_BYTES = 500 * 1_000_000

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,11 +23,9 @@ from transformers import DynamicCache
 from engine.audio.features import CHUNK_S, N_SAMPLES, speech_features
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.config import ConversationOptions, OmniDims
+from engine.model.conversation import Conversation
 from engine.model.loader import OmniParts, ProgressCallback, load_parts
 from engine.model.prompt import SPEECH_TOKEN_INDEX
-
-if TYPE_CHECKING:
-    from engine.model.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +80,6 @@ class OmniModel:
         )
 
     def conversation(self, options: ConversationOptions | None = None) -> Conversation:
-        from engine.model.conversation import Conversation
-
         return Conversation(self, options)
 
     # ------------------------------------------------------------------ building blocks

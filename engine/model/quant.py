@@ -27,8 +27,6 @@ from torch import nn
 from engine.config import QUANT_MODES, QuantMode
 from engine.errors import BadInput, DeviceUnavailable
 
-NF4_BLOCK = 64
-
 
 @dataclass(frozen=True, slots=True)
 class PrecisionPlan:

@@ -9,19 +9,19 @@ missing file) triggers a fresh export that atomically replaces the old one.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 from engine.paths import cache_dir
+from engine.vocoder.export_process import export_in_subprocess
 from engine.vocoder.onnx_export import (
     DEFAULT_OPSET,
     DURATIONS_FILENAME,
     GENERATOR_FILENAME,
-    MANIFEST_FILENAME,
     OnnxExport,
     ProgressCallback,
     export_vocoder_onnx,
+    read_manifest,
     source_fingerprint,
 )
 
@@ -35,15 +35,6 @@ def default_export_dir(vocoder_dir: Path) -> Path:
     """``<cache>/vocoder-onnx/<hash of the vocoder folder's absolute path>``."""
     key = hashlib.sha256(str(Path(vocoder_dir).resolve()).encode("utf-8")).hexdigest()[:_KEY_CHARS]
     return cache_dir() / CACHE_SUBDIR / key
-
-
-def read_manifest(export_dir: Path) -> dict[str, object] | None:
-    """The manifest of an export folder, or None if absent/unreadable."""
-    try:
-        manifest = json.loads((Path(export_dir) / MANIFEST_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def stale_reasons(export_dir: Path, fingerprint: dict[str, object]) -> list[str]:
@@ -90,8 +81,6 @@ def ensure_vocoder_onnx(
         return OnnxExport(export_dir, export_dir / DURATIONS_FILENAME, export_dir / GENERATOR_FILENAME, manifest)
     logger.info("exporting the vocoder to ONNX in %s: %s", export_dir, "; ".join(reasons))
     if in_subprocess:
-        from engine.vocoder.export_process import export_in_subprocess
-
         return export_in_subprocess(
             vocoder_dir, export_dir, opset=opset, on_progress=on_progress, fingerprint=fingerprint
         )

@@ -30,6 +30,8 @@ from engine.vocoder.onnx_export import (
     GENERATOR_FILENAME,
     OnnxExport,
     ProgressCallback,
+    export_vocoder_onnx,
+    read_manifest,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,8 +70,6 @@ def export_in_subprocess(
     Progress is relayed to ``on_progress`` from this thread; the child's EngineErrors are raised
     here with their kind (DiskFull, ModelCorrupt, ...); a crash raises ExportFailed.
     """
-    from engine.vocoder.export_cache import read_manifest
-
     command = [
         python or sys.executable, "-m", "engine.vocoder.export_process",
         "--vocoder", str(Path(vocoder_dir).resolve()), "--out", str(Path(out_dir).resolve()), "--opset", str(opset),
@@ -158,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_exit_when_parent_goes, name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from engine.vocoder.onnx_export import export_vocoder_onnx
-
         export_vocoder_onnx(
             args.vocoder, args.out, opset=args.opset, fingerprint=args.fingerprint,
             on_progress=lambda fraction, message: _send({"progress": fraction, "message": message}),

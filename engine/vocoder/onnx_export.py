@@ -71,6 +71,15 @@ class OnnxExport:
     manifest: dict[str, object]
 
 
+def read_manifest(export_dir: Path) -> dict[str, object] | None:
+    """The manifest of an export folder, or None if absent/unreadable."""
+    try:
+        manifest = json.loads((Path(export_dir) / MANIFEST_FILENAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def onnxruntime_version() -> str:
     import onnxruntime
 

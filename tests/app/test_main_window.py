@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
-from app.main_window import DEFAULT_TALK_KEY, MainWindow, about_text
+from app.main_window import MainWindow, about_text
+from app.settings import DEFAULT_TALK_KEY
 from engine.version import __version__
 
 
