@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -40,6 +37,7 @@ from engine.store import (
     DownloadProgress,
     RemoteFile,
 )
+from tests.fake_hub import FakeHub, serving, sha256_hex
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GB = 1_000_000_000
@@ -53,90 +51,6 @@ SMALL_FILE_BYTES = 300_000
 
 def _bytes(seed: int, n: int) -> bytes:
     return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class FakeHub:
-    """Hub listing + resolve URLs + a Whisper URL + vocoder folder, with injectable faults."""
-
-    files: dict[str, bytes] = field(default_factory=dict)  # URL path -> body
-    oids: dict[str, str] = field(default_factory=dict)  # repo path -> sha256 the listing announces
-    drop_once: set[str] = field(default_factory=set)  # URL paths cut after half the body, once
-    gates: dict[str, threading.Event] = field(default_factory=dict)  # URL path -> pause after one block
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
-    base: str = ""
-
-    def listing(self) -> list[dict[str, object]]:
-        entries: list[dict[str, object]] = [{"type": "directory", "path": "images"}]
-        for url_path, body in self.files.items():
-            if url_path.startswith(RESOLVE):
-                path = url_path[len(RESOLVE) :]
-                entry: dict[str, object] = {"type": "file", "path": path, "size": len(body)}
-                if path.endswith(".safetensors"):
-                    entry["lfs"] = {"oid": self.oids.get(path, _sha(body)), "size": len(body)}
-                entries.append(entry)
-        entries.append({"type": "file", "path": "trainer_state.json", "size": 10})  # not wanted
-        return entries
-
-
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._serve(head=True)
-
-        def do_GET(self) -> None:
-            self._serve(head=False)
-
-        def _serve(self, head: bool) -> None:
-            path = self.path.split("?")[0]
-            hub.requests.append((self.command, path, self.headers.get("Range")))
-            if path == TREE:
-                body = json.dumps(hub.listing()).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            if path not in hub.files:
-                self.send_error(404)
-                return
-            body = hub.files[path]
-            start = 0
-            range_header = self.headers.get("Range")
-            if range_header and range_header.startswith("bytes="):
-                start = int(range_header[len("bytes=") :].split("-")[0])
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            else:
-                self.send_response(200)
-            self.send_header("Content-Length", str(len(body) - start))
-            self.end_headers()
-            if head:
-                return
-            rest = body[start:]
-            if path in hub.drop_once:
-                hub.drop_once.discard(path)
-                self.wfile.write(rest[: len(rest) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            gate = hub.gates.pop(path, None)
-            if gate is not None:
-                self.wfile.write(rest[:CHUNK_BYTES])
-                self.wfile.flush()
-                gate.wait(20)
-                rest = rest[CHUNK_BYTES:]
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client cancelled
-                self.wfile.write(rest)
-
-    return Handler
 
 
 @pytest.fixture
@@ -157,24 +71,21 @@ def hub() -> Iterator[FakeHub]:
     hub.files["/whisper/large-v3.pt"] = _bytes(4, SMALL_FILE_BYTES)
     hub.files["/vocoder/g_00500000"] = _bytes(5, SMALL_FILE_BYTES)
     hub.files["/vocoder/config.json"] = b'{"resblock": "1"}'
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
-    server.daemon_threads = True
-    hub.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield hub
-    for gate in hub.gates.values():
-        gate.set()
-    assert wait_for_background(30_000)
-    server.shutdown()
-    server.server_close()
+    hub.listings[TREE] = RESOLVE
+    with serving(hub):
+        yield hub
+        for gate in hub.gates.values():
+            gate.set()
+        assert wait_for_background(30_000)
 
 
 def _source(hub: FakeHub) -> DownloadSource:
     whisper = hub.files["/whisper/large-v3.pt"]
     return DownloadSource(
         endpoint=hub.base,
-        whisper=RemoteFile(url=hub.base + "/whisper/large-v3.pt", dest=WHISPER_RELATIVE_PATH, sha256=_sha(whisper)),
+        whisper=RemoteFile(
+            url=hub.base + "/whisper/large-v3.pt", dest=WHISPER_RELATIVE_PATH, sha256=sha256_hex(whisper)
+        ),
         vocoder_base_url=hub.base + "/vocoder",
     )
 
@@ -327,7 +238,7 @@ def test_unreachable_hub_shows_the_error_and_a_retry(qtbot: QtBot, hub: FakeHub)
 
 def test_wrong_checksum_shows_the_error_and_retry_fixes_it(qtbot: QtBot, hub: FakeHub) -> None:
     good = hub.files[RESOLVE + SHARD_2]
-    hub.oids[SHARD_2] = _sha(good)
+    hub.oids[SHARD_2] = sha256_hex(good)
     hub.files[RESOLVE + SHARD_2] = _bytes(99, len(good))  # same size, other bytes
     wizard = _wizard(qtbot, hub)
     _to_check_page(qtbot, wizard)

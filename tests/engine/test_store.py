@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,81 +12,28 @@ import pytest
 from engine import store
 from engine.errors import Cancelled, DiskFull, DownloadError
 from engine.store import Downloader, DownloadProgress, RemoteFile, hf_repo_files, index_has_speech_encoder
+from tests.fake_hub import FakeHub, serving
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, position-dependent so a bad resume shows
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-@dataclass
-class ServerState:
-    files: dict[str, bytes] = field(default_factory=dict)
-    drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before a drop (once)
-    ignore_range: bool = False
-    fail_status: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses to answer first
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    state: ServerState
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        state = self.server.state  # type: ignore[attr-defined]
-        path = self.path.split("?")[0]
-        state.requests.append((path, self.headers.get("Range")))
-        if state.fail_status.get(path):
-            self.send_error(state.fail_status[path].pop(0))
-            return
-        if path not in state.files:
-            self.send_error(404)
-            return
-        data = state.files[path]
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and not state.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        limit = state.drop_after.pop(path, None)
-        if limit is not None:
-            self.wfile.write(body[:limit])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture
-def server() -> Iterator[tuple[str, ServerState]]:
-    state = ServerState()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def server() -> Iterator[tuple[str, FakeHub]]:
+    with serving(FakeHub()) as hub:
+        yield hub.base, hub
+
+
+def _paths(hub: FakeHub) -> list[tuple[str, str | None]]:
+    """(path, Range header) of every GET so far."""
+    return [(path, rng) for method, path, rng in hub.requests if method == "GET"]
 
 
 def _downloader() -> Downloader:
     return Downloader(retries=3, backoff_s=0.0, timeout_s=10.0, sleep=lambda s: None)
 
 
-def test_download_verifies_and_moves_into_place(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_download_verifies_and_moves_into_place(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/w/model.bin"] = PAYLOAD
     reports: list[DownloadProgress] = []
@@ -107,25 +51,25 @@ def test_download_verifies_and_moves_into_place(server: tuple[str, ServerState],
     assert len(state.requests) == before
 
 
-def test_dropped_connection_resumes_with_a_range_request(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_dropped_connection_resumes_with_a_range_request(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD
     state.drop_after["/f.bin"] = 300_000
     (path,) = _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
     assert path.read_bytes() == PAYLOAD
-    assert state.requests == [("/f.bin", None), ("/f.bin", "bytes=300000-")]
+    assert _paths(state) == [("/f.bin", None), ("/f.bin", "bytes=300000-")]
 
 
-def test_restart_resumes_an_existing_part_file(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_restart_resumes_an_existing_part_file(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD
     (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:123_456])  # left by an earlier run of the app
     _downloader().download([RemoteFile(f"{base}/f.bin", "f.bin", len(PAYLOAD), SHA)], tmp_path)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
-    assert state.requests == [("/f.bin", "bytes=123456-")]
+    assert _paths(state) == [("/f.bin", "bytes=123456-")]
 
 
-def test_server_that_ignores_ranges_restarts_cleanly(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_server_that_ignores_ranges_restarts_cleanly(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD
     state.ignore_range = True
@@ -134,16 +78,16 @@ def test_server_that_ignores_ranges_restarts_cleanly(server: tuple[str, ServerSt
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
 
 
-def test_unknown_size_file_resumes_too(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_unknown_size_file_resumes_too(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/g_00500000"] = PAYLOAD
     state.drop_after["/g_00500000"] = 1000
     (path,) = _downloader().download([RemoteFile(f"{base}/g_00500000", "g_00500000")], tmp_path)
     assert path.read_bytes() == PAYLOAD
-    assert state.requests[-1] == ("/g_00500000", "bytes=1000-")
+    assert _paths(state)[-1] == ("/g_00500000", "bytes=1000-")
 
 
-def test_wrong_checksum_is_retried_once_then_reported(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_wrong_checksum_is_retried_once_then_reported(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD
     with pytest.raises(DownloadError, match="damaged") as info:
@@ -153,7 +97,7 @@ def test_wrong_checksum_is_retried_once_then_reported(server: tuple[str, ServerS
     assert len(state.requests) == 2
 
 
-def test_server_errors_back_off_then_give_up(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_server_errors_back_off_then_give_up(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD
     state.fail_status["/f.bin"] = [503, 503]
@@ -167,14 +111,14 @@ def test_server_errors_back_off_then_give_up(server: tuple[str, ServerState], tm
         downloader.download([RemoteFile(f"{base}/g.bin", "g.bin", len(PAYLOAD), SHA)], tmp_path)
 
 
-def test_not_found_is_not_retried(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_not_found_is_not_retried(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     with pytest.raises(DownloadError, match="HTTP 404"):
         _downloader().download([RemoteFile(f"{base}/missing", "missing")], tmp_path)
     assert len(state.requests) == 1
 
 
-def test_cancel_keeps_the_part_for_resuming(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_cancel_keeps_the_part_for_resuming(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
     state.files["/f.bin"] = PAYLOAD * 3
     calls = {"n": 0}
@@ -190,21 +134,21 @@ def test_cancel_keeps_the_part_for_resuming(server: tuple[str, ServerState], tmp
     assert 0 < part.stat().st_size < 3 * len(PAYLOAD)
     _downloader().download([remote], tmp_path)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD * 3
-    assert state.requests[-1][1] == f"bytes={store.CHUNK_BYTES}-"
+    assert _paths(state)[-1][1] == f"bytes={store.CHUNK_BYTES}-"
 
 
 def test_not_enough_disk_space_is_refused_up_front(
-    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, FakeHub], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, state = server
     monkeypatch.setattr(store.shutil, "disk_usage", lambda path: type("U", (), {"free": 10 * 2**30})())
     with pytest.raises(DiskFull, match="needs 18.2 GB") as info:
         _downloader().download([RemoteFile(f"{base}/big", "big", 18_200_000_000)], tmp_path)
     assert "Free some disk space" in (info.value.fix or "")
-    assert state.requests == []
+    assert _paths(state) == []
 
 
-def test_hub_listing_picks_the_needed_files_with_checksums(server: tuple[str, ServerState]) -> None:
+def test_hub_listing_picks_the_needed_files_with_checksums(server: tuple[str, FakeHub]) -> None:
     base, state = server
     listing = [
         {"type": "file", "path": "config.json", "size": 1490, "oid": "a" * 40},
@@ -234,7 +178,7 @@ def test_hub_listing_picks_the_needed_files_with_checksums(server: tuple[str, Se
     assert files[0].sha256 is None  # git blob ids are not sha256 of the content
 
 
-def test_hub_listing_without_index_is_an_error(server: tuple[str, ServerState]) -> None:
+def test_hub_listing_without_index_is_an_error(server: tuple[str, FakeHub]) -> None:
     base, state = server
     state.files["/api/models/ICTNLP/Llama-3.1-8B-Omni/tree/main"] = b'[{"type":"file","path":"config.json"}]'
     with pytest.raises(DownloadError, match=r"model\.safetensors\.index\.json"):
