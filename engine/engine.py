@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.audio.backend import SoundBackend
-from engine.audio.capture import MAX_RECORDING_S, MIN_PRESS_S, Recorder
+from engine.audio.capture import MIN_PRESS_S, Recorder
 from engine.audio.devices import default_backend, list_devices, refresh_devices
 from engine.audio.earcons import done_earcon, listening_earcon
 from engine.audio.playback import Player
@@ -196,8 +196,8 @@ class Engine:
         elif isinstance(command, StopTurn):
             self._stop_listening(limit=False)
         elif isinstance(command, _LimitReached):
-            if command.gen == self._gen and self._recording_since is not None:
-                self._emit(RecordingLimitReached(MAX_RECORDING_S))
+            if command.gen == self._gen and self._recording_since is not None and self._recorder is not None:
+                self._emit(RecordingLimitReached(self._recorder.max_recording_s))
                 self._stop_listening(limit=True)
         elif isinstance(command, _InputLost):
             if self._recording_since is not None:
@@ -406,7 +406,8 @@ class Engine:
         if self._recording_since is None or self._recorder is None:
             return
         elapsed = time.perf_counter() - self._recording_since
-        self._emit(Listening(self._recorder.level_dbfs, elapsed, max(0.0, MAX_RECORDING_S - elapsed)))
+        remaining = max(0.0, self._recorder.max_recording_s - elapsed)
+        self._emit(Listening(self._recorder.level_dbfs, elapsed, remaining))
 
     def _stop_listening(self, *, limit: bool) -> None:
         if self._recording_since is None or self._recorder is None:

@@ -139,6 +139,11 @@ class Recorder:
         return self._recording
 
     @property
+    def max_recording_s(self) -> float:
+        """The longest take; recording stops by itself there (``on_limit``)."""
+        return self._opts.max_recording_s
+
+    @property
     def limit_reached(self) -> bool:
         """True once the current (or last) take hit ``max_recording_s``."""
         return self._limit_hit

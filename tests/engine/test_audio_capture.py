@@ -13,7 +13,7 @@ from engine.audio.capture import LEVEL_FLOOR_DBFS, MAX_RECORDING_S, MIN_PRESS_S,
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, to_mono
 from engine.errors import AudioDeviceError
 from tests.engine.audio_fixtures import FakeBackend, FakeFlags, dominant_frequency_hz, make_device, sine
-from tests.pulse import wait_until
+from tests.waiting import wait_until
 
 RATE_48K = 48_000
 

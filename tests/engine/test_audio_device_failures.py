@@ -26,8 +26,8 @@ from tests.pulse import (
     require_portaudio,
     require_tools,
     start_pulse_server,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

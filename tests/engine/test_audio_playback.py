@@ -23,7 +23,7 @@ from tests.engine.audio_fixtures import (
     max_step,
     sine,
 )
-from tests.pulse import wait_until
+from tests.waiting import wait_until
 
 RATE_48K = 48_000
 BLOCK = 480  # 10 ms at 48 kHz, the default block_s
@@ -131,7 +131,7 @@ def test_write_blocks_when_the_queue_is_full_and_cancel_releases_it() -> None:
     writer = threading.Thread(target=lambda: result.append(player.write(np.zeros(8000, dtype=np.float32) + 0.1)))
     writer.start()
     wait_until(lambda: player.free_s == 0.0, 5.0, "the queue to fill")
-    time.sleep(0.05)
+    writer.join(0.05)  # it stays blocked: nothing drains the queue
     assert writer.is_alive() and player.queued_s == pytest.approx(0.2, abs=1e-3)  # bounded
     stream.pull(10)  # the device takes 0.1 s: the writer refills it
     wait_until(lambda: player.free_s == 0.0 and player.samples_played == 4800, 5.0, "the writer to refill")

@@ -17,11 +17,12 @@ from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.errors import AudioDeviceError
 from tests.engine.audio_fixtures import QUESTION_TEXT, best_correlation, espeak_wav, read_wav
-from tests.pulse import PulseServer, pulse_server, wait_until
+from tests.pulse import PulseServer, pulse_server
+from tests.waiting import wait_until
 
 __all__ = ["pulse_server"]  # the fixture is used by name
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 STREAM_START_TIMEOUT_S = 10.0  # the recipe saw first input blocks up to 1.9 s after start
 

@@ -49,6 +49,7 @@ from engine.events import (
 )
 from tests.engine.audio_fixtures import FakeBackend, espeak_wav, make_device, read_wav
 from tests.engine.engine_fixtures import ANSWER, ScriptedModel, SpeakerClock, tiny_vocoder_loader
+from tests.waiting import wait_until
 
 DEVICE_RATE_HZ = 48_000
 
@@ -88,13 +89,26 @@ class Harness:
         self.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING, since=mark)
 
     def input_stream(self):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            inputs = [s for s in self.backend.streams if s.direction == "input" and s.active]
-            if inputs:
-                return inputs[-1]
-            time.sleep(0.005)
-        raise AssertionError("the engine never opened the microphone")
+        def live() -> list:  # type: ignore[type-arg]
+            return [s for s in self.backend.streams if s.direction == "input" and s.active]
+
+        wait_until(live, 10, "the engine to open the microphone")
+        return live()[-1]
+
+    def engine_barrier(self) -> None:
+        """Wait until the engine thread has handled every command sent so far (they run in order)."""
+        mark = self.log.mark()
+        self.engine.send(ListDevices())
+        self.log.wait_for(DevicesListed, since=mark)
+
+    def speaker_barrier(self, clip: np.ndarray) -> None:
+        """Play ``clip`` as a replay and wait until it has been heard: every sound queued before it
+        (earcons, answer chunks) has been handled by the speaker's worker by then. Not while listening."""
+        mark = self.log.mark()
+        self.engine.send(PlayAudio(clip))
+        self.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+        # The replay's end (a READY without detail; a Cancel sent just before ends in READY "cancelled").
+        self.log.wait_for(StateChanged, lambda e: e.state is EngineState.READY and not e.detail, since=mark)
 
     def speak(self, audio16k: np.ndarray) -> None:
         """Feed a take through the fake microphone at its native rate, stereo."""
@@ -189,25 +203,27 @@ def test_barge_in_stops_speech_and_generation_and_keeps_what_was_heard(tmp_path:
     h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=0.03))
     try:
         h.load()
-        with SpeakerClock(h.backend):
+        with SpeakerClock(h.backend) as speaker:
             h.engine.send(SendText("Tell me a long story"))
             h.log.wait_for(AudioChunk)
-            time.sleep(0.3)
+            wait_until(lambda: speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.1, 10, "the answer to be heard")
             pressed = time.perf_counter()
             h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
             done = h.log.wait_for(TurnFinished)
             h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        assert done.interrupted
-        # Generation stopped at the next token: at most one more token after the press.
-        assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
-        assert done.metrics.n_tokens < len(steps)
-        # The conversation keeps only what the user heard (less than what was generated).
-        (kept,) = h.model.kept_prefix
-        assert 0 <= kept < done.metrics.n_tokens
-        # Nothing more of the interrupted answer is vocoded once the turn has ended.
-        chunks_at_end = len(h.log.of(AudioChunk))
-        time.sleep(0.3)
-        assert len(h.log.of(AudioChunk)) == chunks_at_end
+            assert done.interrupted
+            # Generation stopped at the next token: at most one more token after the press.
+            assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
+            assert done.metrics.n_tokens < len(steps)
+            # The conversation keeps only what the user heard (less than what was generated).
+            (kept,) = h.model.kept_prefix
+            assert 0 <= kept < done.metrics.n_tokens
+            # Nothing more of the interrupted answer is vocoded once the turn has ended: the
+            # speaker's worker has handled all its queued units by the time a later replay is heard.
+            chunks_at_end = len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id])
+            h.engine.send(Cancel())  # stop listening
+            h.speaker_barrier(np.zeros(160, np.float32))
+            assert len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id]) == chunks_at_end
     finally:
         h.engine.shutdown()
 
@@ -220,7 +236,7 @@ def test_cancel_while_listening_discards_the_take(harness: Harness, question: np
     harness.engine.send(Cancel())
     harness.log.wait_for(StateChanged, lambda e: e.detail == "cancelled")
     harness.engine.send(StopTurn())  # a late key release after Esc does nothing
-    time.sleep(0.2)
+    harness.engine_barrier()
     assert harness.model.requests == [] and harness.log.of(TurnStarted) == []
 
 
@@ -257,10 +273,11 @@ def test_microphone_unplugged_mid_turn(harness: Harness, question: np.ndarray) -
     assert harness.model.requests == []
     # Plugged back in: the next press works.
     harness.engine.send(StartTurn())
-    deadline = time.monotonic() + 10
-    while sum(e.state is EngineState.LISTENING for e in harness.log.of(StateChanged)) < 2:
-        assert time.monotonic() < deadline, "the second press never started listening"
-        time.sleep(0.01)
+    wait_until(
+        lambda: sum(e.state is EngineState.LISTENING for e in harness.log.of(StateChanged)) >= 2,
+        10,
+        "the second press to start listening",
+    )
     assert harness.input_stream().active
 
 
@@ -271,8 +288,10 @@ def test_recording_stops_at_the_limit_and_the_turn_goes_on(tmp_path: Path, quest
         h.engine.send(StartTurn())
         h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
         h.speak(np.concatenate([question, question]))
+        level = h.log.wait_for(Listening)
+        assert level.elapsed_s + level.remaining_s == pytest.approx(1.0, abs=0.1)  # this recorder's limit
         limit = h.log.wait_for(RecordingLimitReached)
-        assert limit.limit_s == 30.0
+        assert limit.limit_s == 1.0  # the recorder's limit, not the encoder's 30 s default
         h.log.wait_for(TurnFinished)
         assert h.model.requests[0].audio.size == 16_000  # type: ignore[union-attr]
     finally:
@@ -324,10 +343,7 @@ def test_earcons_and_replay_reach_the_speaker(harness: Harness, question: np.nda
     with SpeakerClock(harness.backend) as speaker:
         harness.engine.send(StartTurn())
         harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        deadline = time.monotonic() + 5
-        while speaker.nonsilent_s(DEVICE_RATE_HZ) < 0.05:  # the "listening" tone
-            assert time.monotonic() < deadline, "no listening earcon"
-            time.sleep(0.01)
+        wait_until(lambda: speaker.nonsilent_s(DEVICE_RATE_HZ) >= 0.05, 5, 'the "listening" earcon')
         harness.engine.send(Cancel())
         clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
         before = speaker.nonsilent_s(DEVICE_RATE_HZ)
@@ -346,8 +362,11 @@ def test_earcons_can_be_switched_off(harness: Harness) -> None:
     with SpeakerClock(harness.backend) as speaker:
         harness.engine.send(StartTurn())
         harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        time.sleep(0.3)
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) == 0.0
+        harness.engine.send(Cancel())
+        tone = (0.2 * np.sin(np.arange(1600) * 2 * np.pi * 440 / 16_000)).astype(np.float32)  # 0.1 s
+        harness.speaker_barrier(tone)
+        # Only the barrier's tone was heard: no earcon was queued before it.
+        assert speaker.nonsilent_s(DEVICE_RATE_HZ) == pytest.approx(0.1, abs=0.01)
 
 
 def test_speaker_and_microphone_tests_report_in_words(harness: Harness, question: np.ndarray) -> None:
@@ -359,10 +378,11 @@ def test_speaker_and_microphone_tests_report_in_words(harness: Harness, question
         assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
 
         harness.engine.send(CheckDevice("input", None))
-        deadline = time.monotonic() + 10
-        while len([s for s in harness.backend.streams if s.direction == "input" and s.active]) < 2:
-            assert time.monotonic() < deadline, "the microphone test never opened the device"
-            time.sleep(0.01)
+        wait_until(
+            lambda: len([s for s in harness.backend.streams if s.direction == "input" and s.active]) >= 2,
+            10,
+            "the microphone test to open the device",
+        )
         stream = [s for s in harness.backend.streams if s.direction == "input" and s.active][-1]
         native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
         block = stream.rate_hz // 50

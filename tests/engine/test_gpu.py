@@ -139,5 +139,7 @@ def test_cuda_visible_devices_by_index_and_uuid(monkeypatch: pytest.MonkeyPatch)
 
 def test_real_nvml_never_raises() -> None:
     """Whatever this machine has (often no driver): a list, never an exception."""
-    gpus = list_gpus()
-    assert all(g.total_bytes >= g.free_bytes >= 0 for g in gpus)
+    gpus = list_gpus()  # raising here fails the test on any machine
+    if not gpus:
+        pytest.skip("no NVIDIA GPU on this machine: only checked that probing NVML does not raise")
+    assert all(g.total_bytes >= g.free_bytes >= 0 and g.name for g in gpus)
