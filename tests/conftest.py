@@ -13,3 +13,17 @@ import pytest  # noqa: E402
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings, models, caches and logs go to a temporary OMNITALK_HOME for every test."""
     monkeypatch.setenv("OMNITALK_HOME", str(tmp_path_factory.mktemp("omnitalk-home")))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests need CUDA: skip them with the reason where there is none."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch  # only when GPU tests were collected: importing torch takes seconds
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA (torch.cuda.is_available() is False here)")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_one_turn_fills_every_row_and_the_answer_is_spoken(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     results.write_text("# earlier results\n", encoding="utf-8")

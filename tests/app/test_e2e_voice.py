@@ -22,7 +22,7 @@ from tests.xvfb import quit_with_ctrl_q, xvfb_display
 
 __all__ = ["pulse_server", "xvfb_display"]
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

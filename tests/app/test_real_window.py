@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.xvfb import quit_with_ctrl_q, require_tools, xvfb_display  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow  # a real window under Xvfb
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

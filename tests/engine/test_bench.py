@@ -55,6 +55,7 @@ def _number(cell: str) -> float:
     return value
 
 
+@pytest.mark.slow
 def test_quick_tiny_bench_prints_the_tables_and_appends_a_section(tmp_path: Path) -> None:
     out = tmp_path / "R.md"
     out.write_text(EARLIER, encoding="utf-8")

@@ -39,7 +39,7 @@ from tests.pulse import PulseServer, pulse_server, require_tools
 
 __all__ = ["pulse_server"]
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 SILENCE_THRESHOLD = 1e-3
 RATE_HZ = 16_000
