@@ -32,6 +32,8 @@ LOG_NAME = "omnitalk-install.log"
 TICK_S = 1.0  # how often the terminal line's clock is refreshed while pip is silent
 HEARTBEAT_S = 30.0  # without a terminal: a line at least this often while pip works
 FAILURE_TAIL_LINES = 15
+# Without a terminal, downloads from this size on get a line of their own (smaller ones are counted).
+LOGGED_DOWNLOAD_MIN_BYTES = 1_000_000
 # pip 24.1 added machine-readable download progress ("Progress 123 of 456 [bytes]").
 RAW_PROGRESS_PIP = (24, 1)
 
@@ -49,6 +51,7 @@ class PipEvent:
     size: int | None = None  # bytes, where pip said
     done: int | None = None  # progress: bytes so far
     names: tuple[str, ...] = ()  # install / installed
+    location: str = ""  # local: the path or file: URL pip named
 
 
 def _size(match: re.Match[str]) -> int | None:
@@ -80,7 +83,7 @@ def parse_pip_line(line: str) -> PipEvent | None:
     if match := re.match(rf"Using cached (\S+)(?: {_SIZE})?", text):
         return PipEvent("cached", _file_name(match.group(1)), _size(match))
     if match := re.match(r"(?:Processing|Obtaining) (\S+)", text):
-        return PipEvent("local", _file_name(match.group(1)))
+        return PipEvent("local", _file_name(match.group(1)), location=match.group(1))
     if match := re.match(r"Building (?:wheel|editable) for (\S+)", text):
         return PipEvent("build", _project(match.group(1)))
     if text.startswith("Installing collected packages:"):
@@ -93,6 +96,14 @@ def parse_pip_line(line: str) -> PipEvent | None:
     if match := re.match(r"Requirement already satisfied: (\S+)", text):
         return PipEvent("satisfied", _project(match.group(1)))
     return None
+
+
+def _local_size(location: str) -> int | None:
+    path = Path(urllib.parse.unquote(location.removeprefix("file://")))
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
 
 
 @dataclass
@@ -113,6 +124,9 @@ class PipProgress:
             self.packages.add(event.name.lower())
             self.activity = f"resolving {event.name}" if event.kind == "collect" else "checking installed packages"
         elif event.kind in ("download", "cached", "local"):
+            if event.kind == "local":
+                self.packages.add(event.name.split("-")[0].lower())
+                event = PipEvent("local", event.name, _local_size(event.location))
             self._file, self._file_size = event.name, event.size
             size = f" ({format_bytes(event.size)})" if event.size else ""
             verb = {"download": "downloading", "cached": "using cached", "local": "using"}[event.kind]
@@ -241,7 +255,8 @@ def run_pip(
                 if event is not None:
                     before = progress.activity
                     progress.update(event)
-                    printable = event.kind in ("download", "install", "build") and progress.activity != before
+                    big = event.kind == "download" and (event.size or 0) >= LOGGED_DOWNLOAD_MIN_BYTES
+                    printable = (big or event.kind in ("install", "build")) and progress.activity != before
                     if not status.interactive and printable:
                         status.log(line_now())
                         last_printed = clock()

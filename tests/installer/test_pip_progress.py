@@ -59,9 +59,9 @@ Successfully installed filelock-3.20.0 tokenizers-0.23.3 torch-2.13.0+cpu
         ),
         (
             "Processing /opt/pypi/files/idna-3.20-py3-none-any.whl (from requests)",
-            PipEvent("local", "idna-3.20-py3-none-any.whl"),
+            PipEvent("local", "idna-3.20-py3-none-any.whl", location="/opt/pypi/files/idna-3.20-py3-none-any.whl"),
         ),
-        ("Obtaining file:///work/omnitalk", PipEvent("local", "omnitalk")),
+        ("Obtaining file:///work/omnitalk", PipEvent("local", "omnitalk", location="file:///work/omnitalk")),
         ("Progress 524288 of 915000000", PipEvent("progress", done=524288, size=915000000)),
         ("Progress 524288 of ? bytes", PipEvent("progress", done=524288, size=None)),
         ("  Building editable for omnitalk (pyproject.toml): started", PipEvent("build", "omnitalk")),
@@ -85,7 +85,7 @@ def test_progress_follows_the_events() -> None:
     for line in PIP_OUTPUT.splitlines():
         if (event := parse_pip_line(line)) is not None:
             progress.update(event)
-    assert progress.packages == {"tokenizers", "filelock", "numpy"}
+    assert progress.packages == {"torch", "tokenizers", "filelock", "numpy"}
     assert progress.downloads == 2 and progress.downloaded_bytes == 3_400_000 + 16_000
     assert progress.summary() == "installed 3 packages, 3.4 MB downloaded"
     progress.update(PipEvent("download", "torch.whl", 915_000_000))
@@ -127,9 +127,20 @@ def test_run_pip_without_a_terminal_prints_steps_and_logs_everything(tmp_path: P
     assert shown.rstrip().splitlines()[-1].startswith("  [2/3] torch done in ")
     assert shown.rstrip().endswith("installed 3 packages, 3.4 MB downloaded")
     assert "is ignored" not in shown  # pip's noise stays in the log
+    assert "filelock-3.20.0" not in shown  # small downloads are counted, not listed
     logged = (tmp_path / "install.log").read_text()
     assert PIP_OUTPUT in logged and "(exit code 0 after" in logged
     assert progress.installed[-1] == "torch-2.13.0+cpu"
+
+
+def test_a_local_wheel_shows_its_size(tmp_path: Path) -> None:
+    wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"x" * 2_500_000)
+    progress = PipProgress()
+    progress.update(parse_pip_line(f"Processing {wheel}"))  # type: ignore[arg-type]
+    assert progress.activity == f"using {wheel.name} (2.5 MB)"
+    assert progress.packages == {"torch"}
+    assert progress.downloaded_bytes == 0  # nothing came over the network
 
 
 def test_run_pip_on_a_terminal_rewrites_one_line(tmp_path: Path) -> None:
