@@ -2,8 +2,8 @@
 
 download.pytorch.org cannot be reached from some networks (CI runners, offline mirrors). Handing pip
 an unreachable ``--index-url`` would cost its retries and timeouts (minutes) and then fail, so the
-index is probed first with a ``HEAD`` request and a ``INDEX_PROBE_TIMEOUT_S`` timeout (a DNS failure
-returns at once); when that fails, torch comes from the default index with a message saying what
+index is probed first with a ``HEAD`` request that gets at most ``INDEX_PROBE_TIMEOUT_S`` (a DNS
+failure returns at once); when that fails, torch comes from the default index with a message saying what
 that means for this PC (``torch_build.fallback_choice``). A torch of another build that is already
 installed with the same version (``2.13.0+cpu`` where ``+cu126`` is wanted) is uninstalled first:
 pip would otherwise call the requirement satisfied.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from installer.pip_progress import PipProgress
 from installer.torch_build import CPU, TorchChoice, build_of_installed, fallback_choice, fallback_warning
 
 INDEX_PROBE_TIMEOUT_S = 5.0
+PROBE_GRACE_S = 0.5
 USER_AGENT = "OmniTalk-launcher"
 
 Opener = Callable[..., object]
@@ -38,16 +40,26 @@ PipCommand = Callable[[Sequence[str], str], PipProgress]
 def probe_index(
     url: str, timeout_s: float = INDEX_PROBE_TIMEOUT_S, opener: Opener = urllib.request.urlopen
 ) -> str | None:
-    """None when the package index at ``url`` answers for torch; otherwise why not, in words.
+    """None when the package index at ``url`` answers for torch within ``timeout_s``; otherwise why not.
 
     Uses the proxy settings pip also reads from the environment (``HTTPS_PROXY``...) and pip's
-    certificate bundle where ``PIP_CERT`` names one.
+    certificate bundle where ``PIP_CERT`` names one. The request runs in a thread that is waited for
+    at most ``timeout_s``: socket timeouts do not cover name resolution, which a broken resolver can
+    hold for many seconds.
     """
+    answer: list[str | None] = []
+    worker = threading.Thread(target=lambda: answer.append(_head(url, timeout_s, opener)), daemon=True)
+    worker.start()
+    worker.join(timeout_s + PROBE_GRACE_S)  # the socket's own timeout, when it is the socket, reports first
+    return answer[0] if answer else f"no answer within {timeout_s:g} s"
+
+
+def _head(url: str, timeout_s: float, opener: Opener) -> str | None:
     target = url.rstrip("/") + "/torch/"
     request = urllib.request.Request(target, method="HEAD", headers={"User-Agent": USER_AGENT})
     cafile = os.environ.get("PIP_CERT")
-    context = ssl.create_default_context(cafile=cafile if cafile and Path(cafile).is_file() else None)
     try:
+        context = ssl.create_default_context(cafile=cafile if cafile and Path(cafile).is_file() else None)
         with opener(request, timeout=timeout_s, context=context):  # type: ignore[attr-defined]
             return None
     except urllib.error.HTTPError as exc:

@@ -159,3 +159,16 @@ def test_probe_index_gives_up_on_a_server_that_never_answers(monkeypatch: pytest
         sock.listen(1)
         reason = probe_index(f"http://127.0.0.1:{sock.getsockname()[1]}/whl/cpu", timeout_s=0.5)
     assert reason is not None and "timed out" in reason
+
+
+def test_probe_index_is_bounded_even_when_name_resolution_hangs() -> None:
+    released = threading.Event()
+
+    def hanging_resolver(request: object, **kwargs: object) -> object:
+        released.wait(30)  # getaddrinfo stuck on a dead DNS server ignores socket timeouts
+        raise OSError("resolver gave up")
+
+    try:
+        assert probe_index("https://download.pytorch.org/whl/cpu", 0.2, hanging_resolver) == "no answer within 0.2 s"
+    finally:
+        released.set()
