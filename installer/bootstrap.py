@@ -147,7 +147,7 @@ def _report_cuda(
     log.note(f"torch probe: {probe}")
     verdict = diagnose(probe, gpu, wanted)
     if verdict.ok:
-        say(f"  {verdict.message}")
+        say(f"CUDA check: {verdict.message}")
         warning = None
     else:
         warning = f"CUDA is not available: {verdict.message}" + (f"\nFix: {verdict.fix}" if verdict.fix else "")
@@ -158,7 +158,7 @@ def _report_cuda(
         and cuda_libraries_present(probe.torch_dir, int(probe.cuda.split(".")[0]), os.name == "nt")
     )
     onnxruntime = choose_onnxruntime(probe.cuda if probe.error is None else None, libraries)
-    say(f"  onnxruntime-gpu: {onnxruntime.requirement or 'as the project requires'} ({onnxruntime.reason})")
+    say(f"onnxruntime-gpu: {onnxruntime.requirement or 'as the project requires'} ({onnxruntime.reason})")
     return onnxruntime, warning
 
 

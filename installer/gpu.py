@@ -77,23 +77,17 @@ def detect_nvidia(run: Runner = subprocess.run) -> GpuInfo | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
+
+    def smi(*args: str) -> subprocess.CompletedProcess:
+        return run([exe, *args], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
+
     try:
-        query = run(
-            [exe, f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=NVIDIA_SMI_TIMEOUT_S,
-        )
+        query = smi(f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader")
         if query.returncode != 0:
-            query = run(
-                [exe, f"--query-gpu={QUERY_FIELDS_OLD_DRIVER}", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=NVIDIA_SMI_TIMEOUT_S,
-            )
+            query = smi(f"--query-gpu={QUERY_FIELDS_OLD_DRIVER}", "--format=csv,noheader")
         if query.returncode != 0:
             return None
-        banner = run([exe], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
+        banner = smi()
     except (OSError, subprocess.SubprocessError):
         return None
     return parse_nvidia_smi(query.stdout, banner.stdout if banner.returncode == 0 else "")
