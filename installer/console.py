@@ -28,6 +28,11 @@ def format_duration(seconds: float) -> str:
     return f"{whole // 60}m{whole % 60:02d}s"
 
 
+def plural(count: int, noun: str) -> str:
+    """``plural(1, "package")`` -> ``"1 package"``; ``plural(3, "package")`` -> ``"3 packages"``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def format_bytes(count: float) -> str:
     """``1536000`` -> ``"1.5 MB"`` (decimal units, as pip prints them)."""
     for unit in ("B", "kB", "MB"):

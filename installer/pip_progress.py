@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from installer.console import StatusLine, format_bytes, format_duration
+from installer.console import StatusLine, format_bytes, format_duration, plural
 
 LOG_NAME = "omnitalk-install.log"
 TICK_S = 1.0  # how often the terminal line's clock is refreshed while pip is silent
 HEARTBEAT_S = 30.0  # without a terminal: a line at least this often while pip works
 FAILURE_TAIL_LINES = 15
-# Without a terminal, downloads from this size on get a line of their own (smaller ones are counted).
+# Without a terminal, files from this size on get a line of their own (smaller ones are counted).
 LOGGED_DOWNLOAD_MIN_BYTES = 1_000_000
 # pip 24.1 added machine-readable download progress ("Progress 123 of 456 [bytes]").
 RAW_PROGRESS_PIP = (24, 1)
@@ -117,7 +117,7 @@ class PipProgress:
     removed: list[str] = field(default_factory=list)  # "name-version" that pip uninstalled
     activity: str = "starting pip"
     _file: str = ""
-    _file_size: int | None = None
+    file_size: int | None = None  # of the file being fetched, where known
 
     def update(self, event: PipEvent) -> None:
         if event.kind in ("collect", "satisfied"):
@@ -127,7 +127,7 @@ class PipProgress:
             if event.kind == "local":
                 self.packages.add(event.name.split("-")[0].lower())
                 event = PipEvent("local", event.name, _local_size(event.location))
-            self._file, self._file_size = event.name, event.size
+            self._file, self.file_size = event.name, event.size
             size = f" ({format_bytes(event.size)})" if event.size else ""
             verb = {"download": "downloading", "cached": "using cached", "local": "using"}[event.kind]
             self.activity = f"{verb} {event.name}{size}"
@@ -135,16 +135,15 @@ class PipProgress:
                 self.downloads += 1
                 self.downloaded_bytes += event.size or 0
         elif event.kind == "progress" and event.done is not None:
-            total = event.size or self._file_size
+            total = event.size or self.file_size
             if total:
                 self.activity = f"downloading {self._file} {100 * event.done // total}% of {format_bytes(total)}"
         elif event.kind == "build":
             self.activity = f"building {event.name}"
         elif event.kind == "install":
-            count = len(event.names)
             shown = ", ".join(event.names[-3:])
-            more = "... " if count > 3 else ""
-            self.activity = f"installing {count} package{'s' if count != 1 else ''} ({more}{shown})"
+            more = "... " if len(event.names) > 3 else ""
+            self.activity = f"installing {plural(len(event.names), 'package')} ({more}{shown})"
         elif event.kind == "installed":
             self.installed = event.names
             self.activity = "done"
@@ -154,9 +153,8 @@ class PipProgress:
     def summary(self) -> str:
         if not self.installed:
             return f"removed {', '.join(self.removed)}" if self.removed else "already up to date"
-        count = len(self.installed)
         downloaded = f", {format_bytes(self.downloaded_bytes)} downloaded" if self.downloaded_bytes else ""
-        return f"installed {count} package{'s' if count != 1 else ''}{downloaded}"
+        return f"installed {plural(len(self.installed), 'package')}{downloaded}"
 
 
 class InstallLog:
@@ -233,7 +231,7 @@ def run_pip(
     start = last_printed = clock()
 
     def line_now() -> str:
-        counted = f", {len(progress.packages)} packages seen" if progress.packages else ""
+        counted = f", {plural(len(progress.packages), 'package')} seen" if progress.packages else ""
         return f"  {step} {format_duration(clock() - start)}  {progress.activity}{counted}"
 
     try:
@@ -255,7 +253,8 @@ def run_pip(
                 if event is not None:
                     before = progress.activity
                     progress.update(event)
-                    big = event.kind == "download" and (event.size or 0) >= LOGGED_DOWNLOAD_MIN_BYTES
+                    files = ("download", "cached", "local")
+                    big = event.kind in files and (progress.file_size or 0) >= LOGGED_DOWNLOAD_MIN_BYTES
                     printable = (big or event.kind in ("install", "build")) and progress.activity != before
                     if not status.interactive and printable:
                         status.log(line_now())

@@ -201,3 +201,21 @@ def test_pip_version_from_its_dist_info(tmp_path: Path) -> None:
     assert pip_version([tmp_path]) is None
     (tmp_path / "pip-24.1.2.dist-info").mkdir()
     assert pip_version([tmp_path]) == (24, 1)
+
+
+def test_without_a_terminal_big_local_wheels_get_a_line(tmp_path: Path) -> None:
+    wheel = tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"x" * 2_500_000)
+    small = tmp_path / "idna-3.20-py3-none-any.whl"
+    small.write_bytes(b"x" * 1000)
+    out = io.StringIO()
+    log = InstallLog(tmp_path / "install.log")
+    run_pip(
+        _fake_pip(tmp_path, _printing(f"Processing {wheel}\nProcessing {small}\n")),
+        step="[2/3] torch",
+        log=log,
+        status=StatusLine(out, interactive=False),
+    )
+    log.close()
+    assert f"using {wheel.name} (2.5 MB), 1 package seen" in out.getvalue()
+    assert small.name not in out.getvalue()
