@@ -10,15 +10,16 @@ What it does (re-runs are fast: a stamp in ``.venv`` records what was installed)
    PyPI's Linux torch is a CUDA build with GB of NVIDIA libraries; Windows and macOS PyPI wheels are
    CPU builds); an NVIDIA GPU -> the CUDA build its driver runs and that has kernels for the GPU
    (CUDA 13.0 from PyPI on Linux with driver R580+, otherwise from the PyTorch index). An
-   unreachable index costs a few seconds, then the default index is used and the launcher says
-   what that means (``torch_install``). ``OMNITALK_TORCH`` overrides the choice;
+   unreachable index costs at most a few seconds (a DNS failure: tens of milliseconds), then the
+   default index is used and the launcher says what that gave (``torch_install``); the next run
+   tries the index again if that was not the wanted build. ``OMNITALK_TORCH`` overrides the choice;
 3. on a PC with an NVIDIA GPU, checks ``torch.cuda.is_available()`` in the new environment and
    prints the reason and the fix when it is False (``cuda_check``), and pins onnxruntime-gpu to
    torch's CUDA major (``torch_build.choose_onnxruntime``);
 4. installs the project (editable) and, for ``test``, its ``dev`` extra;
 5. on Linux, checks the system libraries the app needs (and, for ``test``, the tools the tests use)
    and installs what is missing as root or with passwordless sudo, or prints the command and stops
-   (``system_packages``);
+   (``system_packages``; not for ``--version``/``--help``, which need no Qt);
 6. runs the app or pytest in the environment.
 
 pip's output is shown as one progress line per step (``pip_progress``) and kept in full in

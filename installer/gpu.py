@@ -28,11 +28,6 @@ class GpuInfo:
     # (major, minor) per GPU, in the order of ``names``; empty when the driver cannot say.
     capabilities: tuple[tuple[int, int], ...] = ()
 
-    @property
-    def driver_major(self) -> int | None:
-        match = re.match(r"(\d+)", self.driver_version)
-        return int(match.group(1)) if match else None
-
     def describe(self) -> str:
         cuda = f", CUDA {self.cuda_version[0]}.{self.cuda_version[1]}" if self.cuda_version else ""
         return f"{', '.join(self.names)} (driver {self.driver_version}{cuda})"

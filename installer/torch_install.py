@@ -1,12 +1,13 @@
 """Installing the chosen torch build, with a quick reachability check of its index first.
 
 download.pytorch.org cannot be reached from some networks (CI runners, offline mirrors). Handing pip
-an unreachable ``--index-url`` would cost its retries and timeouts (minutes) and then fail, so the
-index is probed first with a ``HEAD`` request that gets at most ``INDEX_PROBE_TIMEOUT_S`` (a DNS
-failure returns at once); when that fails, torch comes from the default index with a message saying what
-that means for this PC (``torch_build.fallback_choice``). A torch of another build that is already
-installed with the same version (``2.13.0+cpu`` where ``+cu126`` is wanted) is uninstalled first:
-pip would otherwise call the requirement satisfied.
+an unreachable ``--index-url`` costs its retries for every package it looks up (about 8 s each on a
+DNS failure, ``PIP_DEFAULT_TIMEOUT`` each where packets are dropped), so the index is probed first
+with a ``HEAD`` request that gets at most ``INDEX_PROBE_TIMEOUT_S`` (a DNS failure returns in tens
+of milliseconds). When that fails, torch comes from the default index, and the launcher says what
+that gave and means for this PC (``torch_build.fallback_warning``). A torch of another build that
+is already installed with the same version (``2.13.0+cpu`` where ``+cu126`` is wanted) is
+uninstalled first: pip would otherwise call the requirement satisfied.
 
 Standard library only (the launcher runs before anything is installed).
 """
