@@ -73,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Worker processes (fine-tuning) must not inherit Qt state; frozen builds need freeze_support.
     multiprocessing.freeze_support()
     multiprocessing.set_start_method("spawn", force=True)
+    # Qt aborts the process when its platform plugin cannot load, with a hint that is often wrong and
+    # nothing in our log: name the real missing library (or display) first.
+    from installer.qt_platform import platform_problem
+
+    problem = platform_problem()
+    if problem is not None:
+        logging.getLogger(__name__).error("OmniTalk cannot open its window. %s", problem)
+        return 1
 
     from app.application import run
 

@@ -1,7 +1,8 @@
 @echo off
-rem OmniTalk launcher (Windows). Double-click to install everything into .venv and start the app.
+rem OmniTalk launcher (Windows). Double-click to install everything into .venv and start the app
+rem (pip's output is kept in .venv\omnitalk-install.log).
 rem   omnitalk.cmd test [pytest args]   runs the test suite instead.
-rem   set OMNITALK_TORCH=cpu^|cuda^|cu126^|skip to override the torch build.
+rem   set OMNITALK_TORCH=cpu^|cuda^|cu126^|skip to override the torch build (installer\torch_build.py).
 setlocal
 set "HERE=%~dp0"
 set "PYEXE="

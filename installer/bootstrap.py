@@ -3,15 +3,31 @@
     ./omnitalk [APP ARGS]        (omnitalk.cmd on Windows)  install if needed, then start the app
     ./omnitalk test [PYTEST ARGS]                           install with dev tools, then run pytest
 
-What it does, every time (re-runs are fast: a stamp records what was installed):
+What it does (re-runs are fast: a stamp in ``.venv`` records what was installed):
 1. makes a virtual environment in the checkout (``.venv``);
-2. installs the right torch build first: CUDA on an NVIDIA PC (PyPI's Linux wheels are CUDA builds;
-   on Windows PyPI only has CPU wheels, so the PyTorch CUDA index is used), the CPU build
-   ``torch==2.13.0`` otherwise. ``OMNITALK_TORCH`` overrides the choice (see ``choose_torch``);
-3. installs the project (editable) and, for ``test``, its ``dev`` extra and the Debian packages the
-   tests need.
+2. installs the torch build this PC needs (``torch_build.choose_torch``), one pinned version
+   (``TORCH_VERSION``): no NVIDIA GPU -> the CPU build (on Linux from PyTorch's CPU index, since
+   PyPI's Linux torch is a CUDA build with GB of NVIDIA libraries; Windows and macOS PyPI wheels are
+   CPU builds); an NVIDIA GPU -> the CUDA build its driver runs and that has kernels for the GPU
+   (CUDA 13.0 from PyPI on Linux with driver R580+, otherwise from the PyTorch index). An
+   unreachable index costs at most a few seconds (a DNS failure: tens of milliseconds), then the
+   default index is used and the launcher says what that gave (``torch_install``); the next run
+   tries the index again if that was not the wanted build. ``OMNITALK_TORCH`` overrides the choice;
+3. on a PC with an NVIDIA GPU, checks ``torch.cuda.is_available()`` in the new environment and
+   prints the reason and the fix when it is False (``cuda_check``), and pins onnxruntime-gpu to
+   torch's CUDA major (``torch_build.choose_onnxruntime``);
+4. installs the project (editable) and, for ``test``, its ``dev`` extra;
+5. on Linux, checks the system libraries the app needs (and, for ``test``, the tools the tests use)
+   and installs what is missing as root or with passwordless sudo, or prints the command and stops
+   (``system_packages``; not for ``--version``/``--help``, which need no Qt);
+6. runs the app or pytest in the environment.
 
-Standard library only: this runs before anything is installed.
+pip's output is shown as one progress line per step (``pip_progress``) and kept in full in
+``.venv/omnitalk-install.log``: beside the environment it describes (deleting ``.venv`` deletes
+both), in the checkout where a user looks, and known before anything is installed (the app's log
+folder comes from platformdirs, which is not installed yet when the first install fails).
+
+Standard library only: this runs before anything is installed. Run as ``python installer/bootstrap.py``.
 """
 
 from __future__ import annotations
@@ -20,173 +36,66 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a script: make the `installer` package importable
+    sys.path.insert(0, str(ROOT))
+
+from installer.console import StatusLine, format_duration, say  # noqa: E402
+from installer.cuda_check import cuda_libraries_present, diagnose, probe_torch  # noqa: E402
+from installer.gpu import GpuInfo, detect_nvidia  # noqa: E402
+from installer.pip_progress import (  # noqa: E402
+    LOG_NAME,
+    RAW_PROGRESS_PIP,
+    InstallLog,
+    PipFailed,
+    PipProgress,
+    pip_version,
+    run_pip,
+)
+from installer.system_packages import (  # noqa: E402
+    APP_REQUIREMENTS,
+    APT_TEST_PACKAGES,
+    SKIP_ENV,
+    SYSTEM_REQUIREMENTS,
+    SystemRequirement,
+    ensure_system_requirements,
+)
+from installer.torch_build import (  # noqa: E402
+    TORCH_ENV,
+    OnnxruntimeChoice,
+    TorchChoice,
+    choose_onnxruntime,
+    choose_torch,
+)
+from installer.torch_install import install_torch, probe_index  # noqa: E402
+
+__all__ = ["APT_TEST_PACKAGES", "ensure_environment", "main"]
+
 VENV_DIR = ROOT / ".venv"
 STAMP_NAME = "omnitalk-install.json"
 MIN_PYTHON = (3, 10)
-
-TORCH_ENV = "OMNITALK_TORCH"
-CPU_TORCH = "torch==2.13.0"
-CUDA_TORCH = "torch>=2.6,<3"
-TORCH_INDEX_URL = "https://download.pytorch.org/whl/{tag}"
-# CUDA wheel indexes of PyTorch, newest first: (minimum driver CUDA version, index tag).
-CUDA_WHEEL_TAGS: tuple[tuple[tuple[int, int], str], ...] = (
-    ((13, 0), "cu130"),
-    ((12, 8), "cu128"),
-    ((12, 6), "cu126"),
-    ((11, 8), "cu118"),
-)
-# PyPI's Linux torch wheels bundle CUDA 12.8+; older drivers need an older CUDA build from the index.
-PYPI_LINUX_MIN_CUDA = (12, 8)
-
-# Debian packages the test suite needs (real audio through PulseAudio, real windows under Xvfb,
-# key presses with xdotool, speech with espeak-ng, screenshots with imagemagick).
-APT_TEST_PACKAGES = (
-    "libportaudio2",
-    "libsndfile1",
-    "xvfb",
-    "xauth",
-    "libxcb-icccm4",
-    "libxcb-keysyms1",
-    "libxcb-image0",
-    "libxcb-render-util0",
-    "libxcb-xkb1",
-    "libxcb-cursor0",
-    "libxkbcommon-x11-0",
-    "libxkbcommon0",
-    "libegl1",
-    "libgl1",
-    "libfontconfig1",
-    "libdbus-1-3",
-    "xdotool",
-    "espeak-ng",
-    "sox",
-    "pulseaudio",
-    "pulseaudio-utils",
-    "imagemagick",
-)
-
-Runner = Callable[..., subprocess.CompletedProcess]
+# Arguments that main.py answers without Qt: no system libraries needed.
+INFO_ARGS = {"--version", "--help", "-h"}
 
 
-@dataclass(frozen=True, slots=True)
-class GpuInfo:
-    """What ``nvidia-smi`` says about the machine's NVIDIA GPUs."""
-
-    names: tuple[str, ...]
-    driver_version: str
-    cuda_version: tuple[int, int] | None  # highest CUDA the driver supports
-
-
-@dataclass(frozen=True, slots=True)
-class TorchChoice:
-    """How to install torch: a requirement, an optional index, and a human-readable reason."""
-
-    requirement: str | None  # None: leave torch to the project's own requirement
-    index_url: str | None
-    label: str
-
-
-def parse_nvidia_smi(query_output: str, header_output: str) -> GpuInfo | None:
-    """Build GpuInfo from ``nvidia-smi --query-gpu=name,driver_version --format=csv,noheader`` and
-    the plain ``nvidia-smi`` banner (which carries "CUDA Version: X.Y")."""
-    names: list[str] = []
-    driver = ""
-    for line in query_output.splitlines():
-        if not line.strip():
-            continue
-        name, _, version = line.rpartition(",")
-        names.append(name.strip())
-        driver = driver or version.strip()
-    if not names:
-        return None
-    match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", header_output)
-    cuda = (int(match.group(1)), int(match.group(2))) if match else None
-    return GpuInfo(names=tuple(names), driver_version=driver, cuda_version=cuda)
-
-
-def detect_nvidia(run: Runner = subprocess.run) -> GpuInfo | None:
-    """Return the NVIDIA GPUs of this machine, or None when there is no usable driver."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        query = run(
-            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        banner = run([exe], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if query.returncode != 0:
-        return None
-    return parse_nvidia_smi(query.stdout, banner.stdout if banner.returncode == 0 else "")
-
-
-def cuda_tag_for(cuda_version: tuple[int, int] | None) -> str:
-    """The newest PyTorch CUDA wheel tag a driver supporting ``cuda_version`` can run."""
-    if cuda_version is None:
-        return CUDA_WHEEL_TAGS[1][1]  # unknown driver CUDA: a widely supported build
-    for minimum, tag in CUDA_WHEEL_TAGS:
-        if cuda_version >= minimum:
-            return tag
-    return CUDA_WHEEL_TAGS[-1][1]
-
-
-def _cuda_choice(system: str, gpu: GpuInfo | None, tag: str | None = None) -> TorchChoice:
-    cuda = gpu.cuda_version if gpu else None
-    what = f"NVIDIA GPU ({', '.join(gpu.names)}, driver {gpu.driver_version})" if gpu else "CUDA requested"
-    if tag is None and system == "Linux" and (cuda is None or cuda >= PYPI_LINUX_MIN_CUDA):
-        return TorchChoice(CUDA_TORCH, None, f"{what}: CUDA build of torch from PyPI")
-    tag = tag or cuda_tag_for(cuda)
-    return TorchChoice(CUDA_TORCH, TORCH_INDEX_URL.format(tag=tag), f"{what}: torch {tag} build")
-
-
-def choose_torch(system: str, machine: str, gpu: GpuInfo | None, override: str | None) -> TorchChoice:
-    """Decide which torch build to install.
-
-    ``override`` (from ``OMNITALK_TORCH``): ``auto``/empty = detect; ``cpu``; ``cuda`` (best CUDA
-    build for the driver); ``cuXYZ`` (that PyTorch CUDA index, e.g. ``cu126``); ``skip`` (install
-    nothing special; keep whatever torch the environment has); or a full requirement such as
-    ``torch==2.8.0``.
-    """
-    value = (override or "auto").strip()
-    lowered = value.lower()
-    if lowered == "skip":
-        return TorchChoice(None, None, "OMNITALK_TORCH=skip: torch left as installed")
-    if lowered == "cpu":
-        return TorchChoice(CPU_TORCH, None, "OMNITALK_TORCH=cpu: CPU build of torch")
-    if lowered == "cuda":
-        return _cuda_choice(system, gpu)
-    if re.fullmatch(r"cu\d{3}", lowered):
-        return _cuda_choice(system, gpu, tag=lowered)
-    if lowered.startswith("torch"):
-        return TorchChoice(value, None, f"OMNITALK_TORCH: {value}")
-    if lowered != "auto":
-        raise ValueError(
-            f"{TORCH_ENV}={value!r} is not understood; use auto, cpu, cuda, cu126 (etc.), skip, "
-            "or a requirement like torch==2.13.0"
-        )
-    if gpu is not None and system in ("Linux", "Windows") and machine.lower() in ("x86_64", "amd64"):
-        return _cuda_choice(system, gpu)
-    reason = "no NVIDIA GPU found" if gpu is None else f"no CUDA wheels for {system}/{machine}"
-    return TorchChoice(CPU_TORCH, None, f"{reason}: CPU build of torch")
-
-
-def venv_python(venv: Path = VENV_DIR) -> Path:
+def venv_python(venv: Path | None = None) -> Path:
+    venv = venv or VENV_DIR
     if os.name == "nt":
         return venv / "Scripts" / "python.exe"
     return venv / "bin" / "python"
+
+
+def site_packages(venv: Path | None = None) -> list[Path]:
+    venv = venv or VENV_DIR
+    return [p for p in (*venv.glob("lib/python*/site-packages"), venv / "Lib" / "site-packages") if p.is_dir()]
 
 
 def install_fingerprint(pyproject: bytes, choice: TorchChoice, extras: Sequence[str], python: str) -> str:
@@ -203,56 +112,55 @@ def install_fingerprint(pyproject: bytes, choice: TorchChoice, extras: Sequence[
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def missing_apt_packages(packages: Sequence[str], run: Runner = subprocess.run) -> list[str]:
-    """Debian packages from ``packages`` that are not installed (empty where dpkg is unavailable)."""
-    if shutil.which("dpkg-query") is None:
-        return []
-    missing = []
-    for name in packages:
-        result = run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True)
-        if result.returncode != 0 or "install ok installed" not in result.stdout:
-            missing.append(name)
-    return missing
+def _read_stamp(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def _say(message: str) -> None:
-    print(f"[omnitalk] {message}", flush=True)
+class _Steps:
+    """``[k/N] title`` labels for the install's steps."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = list(names)
+
+    def label(self, name: str) -> str:
+        return f"[{self._names.index(name) + 1}/{len(self._names)}]"
 
 
-def _check(cmd: Sequence[str | Path]) -> None:
-    result = subprocess.run([str(c) for c in cmd])
+def _create_venv() -> None:
+    result = subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"[omnitalk] command failed ({result.returncode}): {' '.join(map(str, cmd))}")
+        shutil.rmtree(VENV_DIR, ignore_errors=True)  # a half-made venv would break the next run
+        detail = (result.stderr or result.stdout).strip()
+        raise SystemExit(
+            f"[omnitalk] could not create the virtual environment:\n{detail}\n"
+            "On Debian/Ubuntu install the venv module first: sudo apt-get install python3-venv"
+        )
 
 
-def ensure_apt_packages(packages: Sequence[str]) -> None:
-    """Install missing Debian packages (as root, or with passwordless sudo); otherwise explain."""
-    missing = missing_apt_packages(packages)
-    if not missing:
-        return
-    if shutil.which("apt-get") is None:
-        _say(f"warning: cannot install system packages here; some tests need: {' '.join(missing)}")
-        return
-    prefix: list[str] = []
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        if (
-            shutil.which("sudo")
-            and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
-        ):
-            prefix = ["sudo", "-n"]
-        else:
-            raise SystemExit(
-                "[omnitalk] the tests need these Debian packages; install them and re-run:\n"
-                f"  sudo apt-get install -y {' '.join(missing)}"
-            )
-    _say(f"installing system packages: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        prefix + ["apt-get", "update", "-qq"],
-        prefix + ["apt-get", "install", "-y", "-qq", *missing],
-    ):
-        if subprocess.run(cmd, env=env).returncode != 0:
-            raise SystemExit(f"[omnitalk] failed: {' '.join(cmd)}")
+def _report_cuda(
+    python: Path, gpu: GpuInfo | None, wanted: str | None, log: InstallLog
+) -> tuple[OnnxruntimeChoice, str | None]:
+    """Check CUDA in the new environment; return the onnxruntime-gpu choice and a warning if CUDA fails."""
+    probe = probe_torch(python)
+    log.note(f"torch probe: {probe}")
+    verdict = diagnose(probe, gpu, wanted)
+    if verdict.ok:
+        say(f"CUDA check: {verdict.message}")
+        warning = None
+    else:
+        warning = f"CUDA is not available: {verdict.message}" + (f"\nFix: {verdict.fix}" if verdict.fix else "")
+        say(f"warning: {warning}")
+    libraries = bool(
+        probe.cuda
+        and probe.torch_dir
+        and cuda_libraries_present(probe.torch_dir, int(probe.cuda.split(".")[0]), os.name == "nt")
+    )
+    onnxruntime = choose_onnxruntime(probe.cuda if probe.error is None else None, libraries)
+    say(f"onnxruntime-gpu: {onnxruntime.requirement or 'as the project requires'} ({onnxruntime.reason})")
+    return onnxruntime, warning
 
 
 def ensure_environment(extras: Sequence[str]) -> Path:
@@ -260,27 +168,103 @@ def ensure_environment(extras: Sequence[str]) -> Path:
     if sys.version_info < MIN_PYTHON:
         wanted = ".".join(map(str, MIN_PYTHON))
         raise SystemExit(f"[omnitalk] Python {wanted}+ is needed, this is {platform.python_version()}")
+    system, machine = platform.system(), platform.machine()
+    gpu = detect_nvidia()
+    try:
+        choice = choose_torch(system, machine, gpu, os.environ.get(TORCH_ENV))
+    except ValueError as exc:
+        raise SystemExit(f"[omnitalk] {exc}") from exc
     python = venv_python()
-    if not python.exists():
-        _say(f"creating virtual environment in {VENV_DIR}")
-        _check([sys.executable, "-m", "venv", VENV_DIR])
-    choice = choose_torch(platform.system(), platform.machine(), detect_nvidia(), os.environ.get(TORCH_ENV))
-    extras = extras_for(choice, extras)
-    fingerprint = install_fingerprint(
-        (ROOT / "pyproject.toml").read_bytes(), choice, extras, platform.python_version()
+    fingerprint = install_fingerprint((ROOT / "pyproject.toml").read_bytes(), choice, extras, platform.python_version())
+    stamp_path = VENV_DIR / STAMP_NAME
+    stamp = _read_stamp(stamp_path)
+    if python.exists() and stamp.get("fingerprint") == fingerprint:
+        if not (stamp.get("retry_index") and choice.index_url and probe_index(choice.index_url) is None):
+            return python
+        say(f"{choice.index_url} can be reached now: installing the {choice.build} build of torch")
+
+    started = time.monotonic()
+    fresh = not python.exists()
+    check_cuda = gpu is not None or bool(choice.build and choice.build.startswith("cu"))
+    steps = _Steps(
+        [
+            *(["venv"] if fresh else []),
+            *(["torch"] if choice.requirement else []),
+            *(["cuda"] if check_cuda else []),
+            "project",
+        ]
     )
-    stamp = VENV_DIR / STAMP_NAME
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        return python
-    _say(f"installing ({choice.label})")
-    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if choice.requirement:
-        _check([*pip, choice.requirement, *(["--index-url", choice.index_url] if choice.index_url else [])])
-    target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)
-    _check([*pip, "-e", target])
-    stamp.write_text(json.dumps({"fingerprint": fingerprint, "torch": asdict(choice)}, indent=2))
-    _say("environment ready")
+    if fresh:
+        say(f"{steps.label('venv')} creating the virtual environment in {VENV_DIR}")
+        _create_venv()
+    log = InstallLog(VENV_DIR / LOG_NAME)
+    status = StatusLine()
+    folders = site_packages()
+    raw = (pip_version(folders) or (0, 0)) >= RAW_PROGRESS_PIP
+    pip_base = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+    def pip(args: Sequence[str], step: str) -> PipProgress:
+        if args[0] == "install":
+            args = ["install", "--progress-bar", "raw" if raw else "off", *args[1:]]
+        return run_pip([*pip_base, *args], step=step, log=log, status=status)
+
+    try:
+        log.note(f"GPU: {gpu.describe() if gpu else 'none found'}\ntorch choice: {choice.describe()}")
+        say(f"torch: {choice.describe()}")
+        if choice.warning:
+            say(f"warning: {choice.warning}")
+        torch = None
+        if choice.requirement:
+            torch = install_torch(
+                choice,
+                system=system,
+                machine=machine,
+                driver=gpu.driver_version if gpu else None,
+                site_packages=folders,
+                pip=pip,
+                step=f"{steps.label('torch')} torch",
+                probe=probe_index,
+                say=say,
+            )
+            log.note("\n".join(torch.messages))
+        cuda_warning = None
+        onnxruntime = OnnxruntimeChoice(None, "no GPU check")
+        if check_cuda:
+            say(f"{steps.label('cuda')} checking CUDA in the new environment")
+            onnxruntime, cuda_warning = _report_cuda(python, gpu, choice.build, log)
+        target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)
+        what = "OmniTalk, its libraries" + (" and the dev tools" if "dev" in extras else "")
+        pip(
+            ["install", "-e", target, *([onnxruntime.requirement] if onnxruntime.requirement else [])],
+            f"{steps.label('project')} {what}",
+        )
+    except PipFailed as exc:
+        log.close()
+        raise SystemExit(f"[omnitalk] {exc}") from exc
+    log.close()
+    stamp_path.write_text(
+        json.dumps(
+            {
+                "fingerprint": fingerprint,
+                "torch": asdict(torch.choice if torch else choice),
+                "torch_version": torch.version if torch else None,
+                "retry_index": bool(torch and torch.retry_index),
+                "onnxruntime": onnxruntime.requirement,
+            },
+            indent=2,
+        )
+    )
+    say(f"environment ready in {format_duration(time.monotonic() - started)} (install log: {log.path})")
+    if cuda_warning:
+        say(f"warning: {cuda_warning}")
     return python
+
+
+def ensure_system(requirements: Sequence[SystemRequirement]) -> None:
+    """On Linux: the system libraries (and test tools) present, or installed, or SystemExit with the command."""
+    if platform.system() != "Linux" or os.environ.get(SKIP_ENV, "").lower() == "skip":
+        return
+    ensure_system_requirements(requirements, site_packages=site_packages())
 
 
 def _run_child(cmd: Sequence[str | Path]) -> int:
@@ -291,22 +275,15 @@ def _run_child(cmd: Sequence[str | Path]) -> int:
         return 130
 
 
-def extras_for(choice: TorchChoice, wanted: Sequence[str]) -> list[str]:
-    """Project extras to install: ``wanted`` plus ``cuda`` (onnxruntime's CUDA libraries) on a CUDA build."""
-    extras = list(wanted)
-    if choice.requirement == CUDA_TORCH:
-        extras.append("cuda")
-    return extras
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["test"]:
-        if platform.system() == "Linux":
-            ensure_apt_packages(APT_TEST_PACKAGES)
         python = ensure_environment(["dev"])
+        ensure_system(SYSTEM_REQUIREMENTS)
         return _run_child([python, "-m", "pytest", *args[1:]])
     python = ensure_environment([])
+    if not (args and set(args) <= INFO_ARGS):
+        ensure_system(APP_REQUIREMENTS)
     return _run_child([python, ROOT / "main.py", *args])
 
 
