@@ -72,10 +72,14 @@ def quit_with_ctrl_q(env: dict[str, str], window: str, proc: subprocess.Popen[by
     single key press may land nowhere.
     """
     for _attempt in range(attempts):
-        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+        if proc.poll() is not None:
+            return proc.returncode
+        focus = subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, capture_output=True)
+        if focus.returncode != 0:
+            break  # the window is gone: the app is already closing (slowly, on a busy machine)
         subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
         try:
             return proc.wait(timeout=6)
         except subprocess.TimeoutExpired:
             continue
-    return proc.wait(timeout=30)
+    return proc.wait(timeout=60)
