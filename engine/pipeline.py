@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.events import EngineOptions, LoadModel
+from engine.events import EngineOptions, LoadModel, ModelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,7 @@ class LoadedModel:
 
     model: ModelBackend
     vocoder: object | None  # engine.vocoder.runtime.VocoderRuntime (kept loose: optional backend)
+    info: ModelInfo | None = None  # what it runs on (reported in Ready)
 
 
 ModelLoader = Callable[[LoadModel, ProgressFn], LoadedModel]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
+from collections.abc import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -13,3 +16,18 @@ import pytest  # noqa: E402
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings, models, caches and logs go to a temporary OMNITALK_HOME for every test."""
     monkeypatch.setenv("OMNITALK_HOME", str(tmp_path_factory.mktemp("omnitalk-home")))
+
+
+class _NoPortAudio(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")  # sounddevice's own words when it is missing
+        return None
+
+
+@pytest.fixture
+def no_portaudio(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``import sounddevice`` fails the way it does on a PC without the PortAudio library."""
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoPortAudio(), *sys.meta_path])
+    yield
