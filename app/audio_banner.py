@@ -27,12 +27,14 @@ BANNER_STYLE = (  # the same warm colours in light and dark themes, so the text 
 )
 
 
-def _missing_text(n_in: int, n_out: int) -> str:
+def _missing_words(n_in: int, n_out: int) -> tuple[str, str]:
+    """(title, text) for a device list without a microphone or a speaker."""
     missing = " or ".join(word for word, n in (("microphone", n_in), ("speaker", n_out)) if n == 0)
-    return (
+    text = (
         f"No {missing} found. Connect one and make sure it is enabled in the system's sound settings, then "
         f"click “{RESCAN_BUTTON}” (here or in {settings_place(AUDIO_TAB)})."
     )
+    return f"No {missing}", text
 
 
 class AudioBanner(QFrame):
@@ -72,7 +74,7 @@ class AudioBanner(QFrame):
         if n_in and n_out:
             self.hide()
             return
-        self._show("Audio", _missing_text(n_in, n_out), NO_SPEAKER_NOTE if not n_out else NO_MIC_NOTE)
+        self._show(*_missing_words(n_in, n_out), NO_SPEAKER_NOTE if not n_out else NO_MIC_NOTE)
 
     def speaker_failed(self, failed: Failed) -> None:
         """An answer could not be spoken (the engine's Failed for that turn): it is text-only."""

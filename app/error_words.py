@@ -179,7 +179,7 @@ def _memory(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
 def _unreachable(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
     return (
         f"No internet connection (could not reach {facts.get('host', 'the server')}).",
-        "Check the connection (and proxy settings), then try again; what was downloaded is kept.",
+        "Check the connection (and proxy settings), then try again.",
     )
 
 
@@ -207,7 +207,7 @@ def _http_status(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
     host = facts.get("host", "The server")
     if not isinstance(status, int):
         return (message, "Try again later.")
-    return (f"{host} answered {http_status_words(status)}.", "Try again later; what was downloaded is kept.")
+    return (f"{host} answered {http_status_words(status)}.", "Try again later.")
 
 
 _BY_REASON: dict[Reason, Callable[[Mapping[str, Fact], str], tuple[str, str]]] = {

@@ -47,7 +47,6 @@ from engine.preflight import (
     SystemProbe,
     Target,
     fit,
-    gb,
     recommend_quant,
     size_text,
 )
@@ -339,13 +338,13 @@ class ModelTab(QWidget):
         target, memory = self._target(), self._size.memory
         for quant, button in self.quant_buttons.items():
             if quant != AUTO_QUANT:
-                button.setText(f"{QUANT_LABELS[quant]}  —  about {gb(memory[(target.device_type, quant)])}")  # type: ignore[index]
+                button.setText(f"{QUANT_LABELS[quant]}  —  about {size_text(memory[(target.device_type, quant)])}")  # type: ignore[index]
         auto = self.recommended_quant()
         auto_button = self.quant_buttons[AUTO_QUANT]
         if auto is None:
             auto_button.setText(f"{AUTO_LABEL} (the best precision that fits; checking how much memory is free…)")
         else:
-            need = gb(memory[(target.device_type, auto)])
+            need = size_text(memory[(target.device_type, auto)])
             auto_button.setText(f"{AUTO_LABEL}: {QUANT_LABELS[auto]}  —  about {need}")  # type: ignore[index]
         chosen = str(checked.property("quant"))
         if chosen == AUTO_QUANT:
@@ -356,7 +355,8 @@ class ModelTab(QWidget):
         coloured(self.fit_label, ERROR_COLOUR if result.fits is False else None)
         self.fit_label.setProperty("fits", {True: "yes", False: "no", None: "unknown"}[result.fits])
         if self._system is None:
-            self.fit_label.setText(f"This needs about {gb(needed)} of {target.memory_word}; checking how much is free…")
+            need = size_text(needed)
+            self.fit_label.setText(f"This needs about {need} of {target.memory_word}; checking how much is free…")
             self.fit_label.setProperty("fits", "pending")
         if self._size.from_files and self._checked_paths is not None:
             source = f"the model in {self._checked_paths[0]} ({size_text(self._size.file_bytes)} of files)"

@@ -55,6 +55,7 @@ from engine.preflight import (
     model_size,
     probe_system,
     recommend_quant,
+    size_text,
 )
 from engine.store import Downloader, ModelPaths, default_model_paths
 
@@ -187,7 +188,7 @@ class SetupWizard(QWizard):
             head = "No NVIDIA graphics card found: OmniTalk will run on the processor, which is very slow."
         else:
             head = f"{target.name} with {gb(target.free_bytes)} free of {gb(target.total_bytes)}."
-        advice = f"Recommended precision: {QUANT_LABELS[quant]}, needs about {gb(needed)}."
+        advice = f"Recommended precision: {QUANT_LABELS[quant]}, needs about {size_text(needed)}."
         if target.free_bytes is not None and needed > target.free_bytes:
             advice += (
                 f" That is more than the {gb(target.free_bytes)} free: close other programs that use "

@@ -82,7 +82,8 @@ def test_the_wizard_and_the_settings_quote_the_files_figures(qtbot: QtBot, tiny:
     quant = recommend_quant(size.memory, CPU_PC.target("auto"))
     ready = wizard.done_page.summary.text()
     assert f"Files: {size_text(size.file_bytes)} on disk" in ready
-    assert f"Recommended precision: {QUANT_LABELS[quant]}, needs about {gb(size.memory[('cpu', quant)])}." in ready
+    need = size_text(size.memory[("cpu", quant)])
+    assert f"Recommended precision: {QUANT_LABELS[quant]}, needs about {need}." in ready
     assert "19.1 GB" not in ready  # the official model's figure, for a 0.1-million-parameter model
 
     dialog = SettingsDialog(
@@ -93,7 +94,7 @@ def test_the_wizard_and_the_settings_quote_the_files_figures(qtbot: QtBot, tiny:
     qtbot.waitUntil(lambda: "the model in" in dialog.model_tab.estimate_source_label.text(), timeout=20_000)
     qtbot.waitUntil(lambda: dialog.model_tab.recommended_quant() is not None)
     assert f"({size_text(size.file_bytes)} of files)" in dialog.model_tab.estimate_source_label.text()
-    assert f"needs about {gb(size.memory[('cpu', quant)])} of RAM" in dialog.model_tab.fit_label.text()
+    assert f"needs about {size_text(size.memory[('cpu', quant)])} of RAM" in dialog.model_tab.fit_label.text()
     wizard.button(QWizard.WizardButton.CancelButton).click()
 
 
