@@ -17,7 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from tests.xvfb import quit_with_ctrl_q, require_tools, xvfb_display  # noqa: F401  (fixture)
+from tests.xvfb import (  # noqa: F401  (xvfb_display: fixture)
+    close_with_escape,
+    quit_with_ctrl_q,
+    require_tools,
+    visible_window,
+    xvfb_display,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -47,12 +53,6 @@ def _clean_env(display: str, home: Path) -> dict[str, str]:
     return env
 
 
-def _window(env: dict[str, str], title: str) -> str | None:
-    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], env=env,
-                           capture_output=True, text=True)
-    return found.stdout.split()[0] if found.returncode == 0 and found.stdout.strip() else None
-
-
 def test_a_fresh_checkout_starts_with_the_setup_wizard(xvfb_display: str, tmp_path: Path) -> None:  # noqa: F811
     require_tools("git", "xdotool", "import")
     clone = _fresh_checkout(tmp_path / "OmniTalk")
@@ -68,9 +68,9 @@ def test_a_fresh_checkout_starts_with_the_setup_wizard(xvfb_display: str, tmp_pa
             assert proc.poll() is None, f"./omnitalk exited with {proc.returncode}:\n{_tail(tmp_path)}"
             assert time.monotonic() - started < FIRST_WINDOW_TIMEOUT_S, f"no window:\n{_tail(tmp_path)}"
             time.sleep(1.0)
-            wizard = _window(env, WIZARD_TITLE)
+            wizard = visible_window(env, WIZARD_TITLE)
         first_window_s = time.monotonic() - started
-        main_window = _window(env, "^OmniTalk$")
+        main_window = visible_window(env, "^OmniTalk$")
         assert main_window is not None, "the setup wizard opened without the main window"
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "first_run_fresh_checkout.png"
@@ -78,12 +78,7 @@ def test_a_fresh_checkout_starts_with_the_setup_wizard(xvfb_display: str, tmp_pa
         colours = subprocess.run(["identify", "-format", "%k", str(shot)], env=env, capture_output=True, text=True)
         assert colours.returncode == 0 and int(colours.stdout) > 50, "the screenshot is blank"
 
-        subprocess.run(["xdotool", "windowfocus", "--sync", wizard], env=env, check=True)
-        subprocess.run(["xdotool", "key", "Escape"], env=env, check=True)
-        deadline = time.monotonic() + 30
-        while _window(env, WIZARD_TITLE) is not None:
-            assert time.monotonic() < deadline, "the setup wizard did not close on Escape"
-            time.sleep(0.2)
+        close_with_escape(env, wizard, WIZARD_TITLE)
         assert quit_with_ctrl_q(env, main_window, proc) == 0
     finally:
         if proc.poll() is None:

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWizard
 from pytestqt.qtbot import QtBot
 
 from app.application import Controller
-from app.main_window import LogsDialog, MainWindow
+from app.help_dialogs import LogsDialog
+from app.main_window import MainWindow
 from app.settings import AppSettings, save
 from app.settings_dialog import SettingsDialog
 from app.setup_wizard import PAGE_EXISTING, SetupWizard

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.main_window import DEFAULT_TALK_KEY, MainWindow, about_text
+from app.help_dialogs import about_text
+from app.main_window import DEFAULT_TALK_KEY, MainWindow
 from engine.events import ModelInfo
 from engine.version import __version__
 
