@@ -72,7 +72,9 @@ def quit_with_ctrl_q(env: dict[str, str], window: str, proc: subprocess.Popen[by
     single key press may land nowhere.
     """
     for _attempt in range(attempts):
-        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+        focused = subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, capture_output=True)
+        if focused.returncode != 0:
+            break  # the window is gone: an earlier Ctrl+Q is closing the app (slowly, on a busy machine)
         subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
         try:
             return proc.wait(timeout=6)
