@@ -54,7 +54,6 @@ class AudioBanner(QFrame):
         layout.addWidget(self.label, 1)
         layout.addWidget(self.rescan_button, 0, Qt.AlignmentFlag.AlignTop)
         self.status_text = "not checked yet"
-        self.speaker_ok = True
         self.hide()
 
     def _rescan(self) -> None:
@@ -69,7 +68,6 @@ class AudioBanner(QFrame):
             return
         n_in = sum(d.is_input for d in listed.devices)
         n_out = sum(d.is_output for d in listed.devices)
-        self.speaker_ok = n_out > 0
         self.status_text = f"{n_in} microphone(s), {n_out} speaker(s)"
         if n_in and n_out:
             self.hide()
@@ -82,7 +80,6 @@ class AudioBanner(QFrame):
 
     def _show_failure(self, failed: Failed, prefix: str) -> None:
         words = describe_failed(failed)
-        self.speaker_ok = False
         portaudio = failed.reason is Reason.PORTAUDIO_MISSING
         self.status_text = "the PortAudio sound library is missing" if portaudio else prefix + words.text
         self._show(words.title, f"{words.text} {words.fix or ''}", NO_SPEAKER_NOTE)

@@ -299,11 +299,6 @@ class ModelTab(QWidget):
         self._show_fit()
         self.estimatesUpdated.emit()
 
-    @property
-    def figures(self) -> ModelSize | None:
-        """The figures shown: the checked folders' (or the official release's)."""
-        return self._size
-
     def recommended_quant(self) -> str | None:
         """What "Automatic" means for the chosen device now (None until sizes and memory are known)."""
         if self._size is None or self._system is None:
