@@ -128,7 +128,7 @@ class Fit:
 
 
 def fit(needed_bytes: int, target: Target) -> Fit:
-    need = f"needs about {gb(needed_bytes)} of {target.memory_word}"
+    need = f"needs about {size_text(needed_bytes)} of {target.memory_word}"
     if target.free_bytes is None:
         return Fit(f"This {need}; free memory on {target.name} is unknown.", None)
     have = f"you have {gb(target.free_bytes)} free on {target.name}"
