@@ -71,9 +71,13 @@ class Controller:
         self.bridge.set_options(self.settings.engine_options())
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
+        self.window.setupRequested.connect(self.open_setup)
 
     def start(self) -> None:
-        """Runs once the event loop is up: tell about bad settings, then load the model if we know one."""
+        """Runs once the event loop is up: ask the engine for the sound devices (so a missing sound
+        library or device shows at once, before any model loads), tell about bad settings, then load
+        the model if we know one or open the setup wizard."""
+        self.bridge.list_devices(False)
         if self.settings_warning:
             QMessageBox.warning(self.window, "OmniTalk settings", self.settings_warning)
         if self.settings.model_dir:
@@ -88,17 +92,24 @@ class Controller:
         dialog.testMicrophoneRequested.connect(lambda device: self.bridge.test_device("input", device))
         dialog.testSpeakerRequested.connect(lambda device: self.bridge.test_device("output", device))
         dialog.devicesRequested.connect(self.bridge.list_devices)
+        dialog.setupRequested.connect(lambda: self.open_setup(dialog))
         self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
         self.bridge.devicesListed.connect(dialog.show_devices)
         dialog.open()
 
-    def open_setup(self) -> None:
-        wizard = SetupWizard(self.window)
-        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        wizard.accepted.connect(lambda: self._setup_done(wizard))
-        wizard.open()
+    def open_setup(self, settings_dialog: SettingsDialog | None = None) -> SetupWizard:
+        """The setup wizard (first run, File → Set up model…, or Settings → Model → Download…).
 
-    def _setup_done(self, wizard: SetupWizard) -> None:
+        Opened from the settings dialog, it sits on top of it and the dialog shows the new folders
+        when it finishes, so the dialog's OK keeps them."""
+        parent = settings_dialog if settings_dialog is not None else self.window
+        wizard = SetupWizard(parent)
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        wizard.accepted.connect(lambda: self._setup_done(wizard, settings_dialog))
+        wizard.open()
+        return wizard
+
+    def _setup_done(self, wizard: SetupWizard, settings_dialog: SettingsDialog | None = None) -> None:
         paths = wizard.model_paths()
         self.update_settings(
             self.settings.replace(
@@ -106,20 +117,15 @@ class Controller:
                 speech_encoder=str(paths.speech_encoder) if paths.speech_encoder else None,
                 vocoder_dir=str(paths.vocoder_dir),
                 licence_accepted=self.settings.licence_accepted or wizard.licence_accepted(),
-                quant=wizard.recommended_quant() or self.settings.quant,
             )
         )  # the model folder changed, so update_settings starts loading it
+        if settings_dialog is not None and settings_dialog.isVisible():
+            settings_dialog.use_model(self.settings)
 
     def load_model(self) -> None:
-        s = self.settings
-        assert s.model_dir
-        self.bridge.load_model(
-            Path(s.model_dir),
-            Path(s.speech_encoder) if s.speech_encoder else None,
-            Path(s.vocoder_dir) if s.vocoder_dir else None,
-            device=s.gpu,
-            quant=s.quant,
-        )
+        command = self.settings.load_command()
+        assert command is not None, "only called with a model folder set"
+        self.bridge.send(command)
 
     def update_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new

@@ -71,7 +71,7 @@ class EngineBridge(QObject):
 
     stateChanged = Signal(object)  # StateChanged
     loadProgress = Signal(float, str)
-    ready = Signal(str)
+    ready = Signal(object)  # Ready
     listening = Signal(float, float, float)  # level dBFS, elapsed s, remaining s
     recordingLimit = Signal(float)
     turnIgnored = Signal(str, str)  # reason, hint
@@ -80,7 +80,7 @@ class EngineBridge(QObject):
     audioChunk = Signal(int, object)  # turn id, float32 pcm 16 kHz
     turnFinished = Signal(object)  # TurnFinished
     conversationReset = Signal()
-    deviceTested = Signal(str, bool, str)  # kind, ok, message
+    deviceTested = Signal(object)  # DeviceChecked
     devicesListed = Signal(object)  # DevicesListed
     failed = Signal(object)  # Failed
 
@@ -148,7 +148,7 @@ class EngineBridge(QObject):
         elif isinstance(event, LoadProgress):
             self.loadProgress.emit(event.fraction, event.message)
         elif isinstance(event, Ready):
-            self.ready.emit(event.summary)
+            self.ready.emit(event)
         elif isinstance(event, Listening):
             self.listening.emit(event.level_dbfs, event.elapsed_s, event.remaining_s)
         elif isinstance(event, RecordingLimitReached):
@@ -166,7 +166,7 @@ class EngineBridge(QObject):
         elif isinstance(event, ConversationReset):
             self.conversationReset.emit()
         elif isinstance(event, DeviceChecked):
-            self.deviceTested.emit(event.kind, event.ok, event.message)
+            self.deviceTested.emit(event)
         elif isinstance(event, DevicesListed):
             self.devicesListed.emit(event)
         elif isinstance(event, Failed):

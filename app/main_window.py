@@ -5,9 +5,7 @@ All engine work goes through the bridge; every handler here returns at once.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeyEvent, QKeySequence
@@ -24,13 +22,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.audio_banner import AudioBanner
 from app.bridge import EngineBridge
+from app.error_words import NO_SPEAKER_NOTE, describe_failed
 from app.global_hotkey import GlobalHotkey
+from app.help_dialogs import LogsDialog, about_text
 from app.settings import AppSettings
 from app.transcript import TranscriptView
-from engine.events import EngineState, Failed, StateChanged, TurnFinished, TurnStarted
+from app.words import LOGS_ACTION, SETTINGS_ACTION, SETUP_ACTION
+from engine.events import EngineState, Failed, ModelInfo, Ready, StateChanged, TurnFinished, TurnStarted
 from engine.paths import log_dir
-from engine.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -42,59 +43,7 @@ RELEASE_DEBOUNCE_MS = 60
 
 # Failures that stop the app from working until the user acts get a dialog, not just the status line.
 DIALOG_KINDS = ("model_missing", "model_corrupt", "model_incompatible", "not_enough_memory", "device_unavailable")
-FAILURE_TITLES = {
-    "model_missing": "Model not found",
-    "model_corrupt": "Model files damaged",
-    "model_incompatible": "Not a LLaMA-Omni model",
-    "not_enough_memory": "Not enough memory",
-    "audio_device": "Audio device problem",
-    "bad_input": "Cannot use that input",
-    "disk_full": "Disk full",
-    "download": "Download failed",
-    "device_unavailable": "GPU not available",
-}
-
-
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _gpu_text() -> str:
-    from engine.preflight import list_gpus
-
-    gpus = list_gpus()
-    if not gpus:
-        return "no NVIDIA GPU found"
-    return "; ".join(f"{g.name} ({g.total_bytes / 1e9:.1f} GB)" for g in gpus)
-
-
-def _onnxruntime_providers() -> str:
-    try:
-        import onnxruntime
-
-        return ", ".join(onnxruntime.get_available_providers())
-    except ImportError:
-        return "onnxruntime not installed"
-
-
-def about_text(model_summary: str | None = None) -> str:
-    """Versions, GPU and onnxruntime providers for Help → About."""
-    rows = [
-        ("OmniTalk", __version__),
-        ("Python", platform.python_version()),
-        ("PySide6", _package_version("PySide6-Essentials")),
-        ("torch", _package_version("torch")),
-        ("transformers", _package_version("transformers")),
-        ("onnxruntime-gpu", _package_version("onnxruntime-gpu")),
-        ("System", f"{platform.system()} {platform.release()} ({platform.machine()})"),
-        ("GPU", _gpu_text()),
-        ("onnxruntime providers available", _onnxruntime_providers()),
-        ("Model", model_summary or "not loaded"),
-    ]
-    return "\n".join(f"{name}: {version}" for name, version in rows)
+LOG_FILE_NAME = "omnitalk.log"  # main.py writes it in log_dir()
 
 
 def key_matches(event: QKeyEvent, sequence: str) -> bool:
@@ -109,6 +58,7 @@ def key_matches(event: QKeyEvent, sequence: str) -> bool:
 
 class MainWindow(QMainWindow):
     settingsRequested = Signal()
+    setupRequested = Signal()  # File → Set up model…
 
     def __init__(self, bridge: EngineBridge | None = None, settings: AppSettings | None = None) -> None:
         super().__init__()
@@ -121,6 +71,7 @@ class MainWindow(QMainWindow):
         self._model_ready = False
         self.global_hotkey: GlobalHotkey | None = None
         self.model_summary: str | None = None
+        self.model_info: ModelInfo | None = None
         self._release_timer = QTimer(self)
         self._release_timer.setSingleShot(True)
         self._release_timer.setInterval(RELEASE_DEBOUNCE_MS)
@@ -135,6 +86,7 @@ class MainWindow(QMainWindow):
         self.level_meter.setTextVisible(False)
         self.level_meter.setMaximumHeight(10)
         self.level_meter.hide()
+        self.audio_banner = AudioBanner()
         self.talk_button = QPushButton()
         self.talk_button.setObjectName("talkButton")
         self.talk_button.setMinimumHeight(96)
@@ -162,6 +114,7 @@ class MainWindow(QMainWindow):
         typing_row.addWidget(self.send_button)
         layout = QVBoxLayout()
         layout.addWidget(self.status_label)
+        layout.addWidget(self.audio_banner)
         layout.addWidget(self.level_meter)
         layout.addWidget(self.talk_button)
         layout.addLayout(controls)
@@ -186,7 +139,11 @@ class MainWindow(QMainWindow):
         self.new_action.setShortcut(QKeySequence.StandardKey.New)
         self.new_action.triggered.connect(self.new_conversation)
         file_menu.addAction(self.new_action)
-        self.settings_action = QAction("&Settings…", self)
+        self.setup_action = QAction(SETUP_ACTION, self)
+        self.setup_action.setToolTip("Download the model, or choose model files you already have")
+        self.setup_action.triggered.connect(self.setupRequested)
+        file_menu.addAction(self.setup_action)
+        self.settings_action = QAction("&" + SETTINGS_ACTION, self)
         self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.triggered.connect(self.settingsRequested)
         file_menu.addAction(self.settings_action)
@@ -197,7 +154,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.quit_action)
 
         help_menu = self.menuBar().addMenu("&Help")
-        self.show_logs_action = QAction("Show &logs", self)
+        self.show_logs_action = QAction("&" + LOGS_ACTION, self)
         self.show_logs_action.triggered.connect(self.show_logs)
         help_menu.addAction(self.show_logs_action)
         self.about_action = QAction("&About OmniTalk", self)
@@ -222,6 +179,8 @@ class MainWindow(QMainWindow):
         bridge.turnFinished.connect(self._on_turn_finished)
         bridge.conversationReset.connect(self.transcript.clear)
         bridge.failed.connect(self._on_failed)
+        bridge.devicesListed.connect(self.audio_banner.show_listing)
+        self.audio_banner.rescanRequested.connect(lambda: bridge.list_devices(True))
 
     def apply_settings(self, settings: AppSettings) -> None:
         self.settings = settings
@@ -352,7 +311,7 @@ class MainWindow(QMainWindow):
         self._state = state
         key = self.settings.talk_key
         texts = {
-            EngineState.IDLE: "No model loaded. Open File → Settings to choose or download one.",
+            EngineState.IDLE: f"No model loaded. Use File → {SETUP_ACTION} to download one or choose your files.",
             EngineState.LOADING: "Loading the model…",
             EngineState.READY: f"Ready. Hold {key} (or the button) and speak.",
             EngineState.LISTENING: "Listening…",
@@ -377,11 +336,12 @@ class MainWindow(QMainWindow):
     def _on_load_progress(self, fraction: float, message: str) -> None:
         self._set_status(f"Loading the model… {fraction * 100:.0f}%  {message}")
 
-    def _on_ready(self, summary: str) -> None:
+    def _on_ready(self, ready: Ready) -> None:
         self._model_ready = True
-        self.status_label.setToolTip(summary)
-        self.model_summary = summary
-        logger.info("Model ready: %s", summary)
+        self.status_label.setToolTip(ready.summary)
+        self.model_summary = ready.summary
+        self.model_info = ready.info
+        logger.info("Model ready: %s (%s)", ready.summary, ready.info)
         self._show_state(EngineState.READY)
 
     def _on_listening(self, level_dbfs: float, elapsed_s: float, remaining_s: float) -> None:
@@ -399,15 +359,18 @@ class MainWindow(QMainWindow):
         logger.info("Transcript turn %d shows %d characters: %r", finished.turn_id, len(shown), shown[:200])
 
     def _on_failed(self, failed: Failed) -> None:
-        title = FAILURE_TITLES.get(failed.kind, "Something went wrong")
-        text = f"{title}: {failed.message}"
-        if failed.fix:
-            text += f"\n{failed.fix}"
-        self._set_status(text)
-        logger.warning("Engine reported %s: %s", failed.kind, failed.message)
+        words = describe_failed(failed)
+        logger.warning("Engine reported %s (%s): %s [%s]", failed.kind, failed.reason, failed.message, failed.path)
+        if failed.kind == "audio_device" and failed.turn_id is not None:
+            # The answer was shown but could not be spoken: say so on the card and in the banner.
+            self.transcript.mark_text_only(failed.turn_id)
+            self.audio_banner.speaker_failed(failed)
+            self._set_status(f"Answered in text only: {NO_SPEAKER_NOTE.split(': ', 1)[1]}.")
+            return
+        self._set_status(f"{words.title}: {words.plain()}")
         if failed.kind in DIALOG_KINDS:
-            box = QMessageBox(QMessageBox.Icon.Warning, f"OmniTalk: {title}", failed.message, parent=self)
-            box.setInformativeText(failed.fix or "See Help → Show logs for details.")
+            box = QMessageBox(QMessageBox.Icon.Warning, f"OmniTalk: {words.title}", words.text, parent=self)
+            box.setInformativeText(words.details() or "See Help → Show logs for details.")
             box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
             box.setObjectName("failureDialog")
             box.open()  # window-modal, never blocks the event loop
@@ -415,10 +378,18 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------------- help
 
     def show_logs(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+        """Open the log folder in the desktop's file manager; without one, show where it is."""
+        folder = log_dir()
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            return
+        logger.warning("No program opened the log folder %s; showing its path instead", folder)
+        dialog = LogsDialog(folder / LOG_FILE_NAME, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About OmniTalk", about_text(self.model_summary))
+        text = about_text(self.model_info, self.audio_banner.status_text, self.model_summary)
+        QMessageBox.about(self, "About OmniTalk", text)
 
     def on_started(self) -> None:
         """Called once the event loop runs (the window is visible)."""
@@ -430,3 +401,4 @@ class MainWindow(QMainWindow):
         if app is not None:
             app.removeEventFilter(self)
         super().closeEvent(event)
+

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
 from engine.config import QUANT_MODES, QuantMode
-from engine.events import ChunkingOptions, EngineOptions
+from engine.events import ChunkingOptions, EngineOptions, LoadModel
 from engine.paths import config_dir
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ SCHEMA_VERSION = 1
 SETTINGS_FILE_NAME = "settings.json"
 DEFAULT_TALK_KEY = "F9"
 THEMES = ("system", "light", "dark")
+# "auto": the precision engine.preflight.recommend_quant picks for the device (what the setup
+# wizard recommends); the engine applies that same rule when LoadModel.quant is None.
+AUTO_QUANT: Literal["auto"] = "auto"
+QuantChoice = QuantMode | Literal["auto"]  # "auto": the engine's one rule (engine.preflight.recommend_quant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ class AppSettings:
     model_dir: str | None = None
     speech_encoder: str | None = None
     vocoder_dir: str | None = None
-    quant: QuantMode = "nf4"
+    quant: QuantChoice = AUTO_QUANT  # AUTO_QUANT or one of engine.config.QUANT_MODES
     gpu: str = "auto"  # auto | cpu | cuda:N
     adapter_dir: str | None = None  # fine-tuned adapter to load on top of the model
     licence_accepted: bool = False
@@ -60,6 +64,7 @@ class AppSettings:
     window_geometry: str | None = None  # base64 of QWidget.saveGeometry()
 
     def engine_options(self) -> EngineOptions:
+        """What the running engine needs (SetOptions); see tests/app/test_settings.py for every field."""
         return EngineOptions(
             system_prompt=self.system_prompt or None,
             temperature=self.temperature,
@@ -67,6 +72,19 @@ class AppSettings:
             chunking=ChunkingOptions(first_chunk_units=self.first_chunk_units, chunk_units=self.chunk_units),
             input_device=self.input_device,
             output_device=self.output_device,
+            earcons=self.earcons,
+        )
+
+    def load_command(self) -> LoadModel | None:
+        """The LoadModel for the chosen model (None while no model folder is set)."""
+        if not self.model_dir:
+            return None
+        return LoadModel(
+            model_dir=Path(self.model_dir),
+            speech_encoder=Path(self.speech_encoder) if self.speech_encoder else None,
+            vocoder_dir=Path(self.vocoder_dir) if self.vocoder_dir else None,
+            device=self.gpu,
+            quant=None if self.quant == AUTO_QUANT else self.quant,
         )
 
     def replace(self, **changes: Any) -> AppSettings:
@@ -74,7 +92,7 @@ class AppSettings:
 
 
 # Values outside these sets or ranges fall back to the default.
-_CHOICES: dict[str, tuple[str, ...]] = {"quant": QUANT_MODES, "theme": THEMES}
+_CHOICES: dict[str, tuple[str, ...]] = {"quant": (AUTO_QUANT, *QUANT_MODES), "theme": THEMES}
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
     "max_new_tokens": (16, 4096),
@@ -100,6 +118,8 @@ def _base_type(hint: Any) -> tuple[type, bool]:
     if get_origin(hint) is Literal:
         return type(get_args(hint)[0]), False
     args = get_args(hint)
+    if args and all(get_origin(arg) is Literal for arg in args):  # Literal[...] | Literal[...]
+        return type(get_args(args[0])[0]), False
     if not args:
         return hint, False
     non_none = [arg for arg in args if arg is not type(None)]

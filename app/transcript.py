@@ -3,9 +3,15 @@
 Streaming cost is bounded: each text delta only extends the card's string; the label is refreshed
 at most every ``REFRESH_MS`` (25 times a second looks live), and as plain text, so a fast model
 does not relayout and repaint the window once per token (measured by ``bench/bench_ui.py``).
+
+Text wraps anywhere, never scrolls sideways: a long unbroken run (a URL, a hash, a model's
+runaway token) gets zero-width break opportunities, so a card is never wider than the view and
+its Replay / Copy buttons stay on screen. Copy copies the text as it came.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -21,9 +27,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.error_words import NO_SPEAKER_NOTE
 from engine.events import TurnFinished, TurnStarted
 
 REFRESH_MS = 40
+BREAK_AFTER_CHARS = 20  # a run without spaces longer than this gets break opportunities
+ZERO_WIDTH_SPACE = "\u200b"
+_LONG_RUN = re.compile(rf"\S{{{BREAK_AFTER_CHARS},}}")
+
+
+def wrap_anywhere(text: str) -> str:
+    """``text`` with a zero-width space after every character of long unbroken runs (display only)."""
+    return _LONG_RUN.sub(lambda m: ZERO_WIDTH_SPACE.join(m.group(0)), text)
 
 
 class TurnCard(QFrame):
@@ -39,9 +54,10 @@ class TurnCard(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self._audio: list[np.ndarray] = []
         self._question_audio = started.user_audio
+        self.text_only = False  # the answer could not be spoken (no speaker)
 
         if started.source == "text":
-            user = f"<b>You</b> (typed): {_escape(started.user_text)}"
+            user = f"<b>You</b> (typed): {_escape(wrap_anywhere(started.user_text))}"
         else:
             user = f"<b>You</b> spoke for {started.speech_s:.1f} s"
         self.user_label = QLabel(user)
@@ -54,6 +70,7 @@ class TurnCard(QFrame):
         self.answer_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self.note_label = QLabel("")
         self.note_label.setObjectName("note")
+        self.note_label.setWordWrap(True)
         self.replay_button = QPushButton("Replay answer")
         self.replay_button.setEnabled(False)
         self.replay_button.clicked.connect(lambda: self.replayRequested.emit(self.answer_audio()))
@@ -89,7 +106,7 @@ class TurnCard(QFrame):
 
     def _show_text(self) -> None:
         self._refresh.stop()
-        self.answer_label.setText(self._text or "…")
+        self.answer_label.setText(wrap_anywhere(self._text) or "…")
         self.refreshed.emit()
 
     def append_audio(self, pcm: np.ndarray) -> None:
@@ -99,9 +116,14 @@ class TurnCard(QFrame):
     def answer_audio(self) -> np.ndarray:
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
 
+    def mark_text_only(self) -> None:
+        self.text_only = True
+        if not self.note_label.text():
+            self.note_label.setText(NO_SPEAKER_NOTE)
+
     def finish(self, finished: TurnFinished) -> None:
         m = finished.metrics
-        parts = []
+        parts = [NO_SPEAKER_NOTE] if self.text_only else []
         if finished.interrupted:
             parts.append("interrupted")
         if m.first_audio_ms is not None:
@@ -134,6 +156,7 @@ class TranscriptView(QScrollArea):
         super().__init__(parent)
         self.setObjectName("transcript")
         self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # text wraps instead
         self._inner = QWidget()
         self._layout = QVBoxLayout(self._inner)
         self._layout.setAlignment(Qt.AlignmentFlag.AlignTop)
@@ -162,6 +185,11 @@ class TranscriptView(QScrollArea):
         card = self.cards.get(turn_id)
         if card is not None:
             card.append_audio(pcm)
+
+    def mark_text_only(self, turn_id: int) -> None:
+        card = self.cards.get(turn_id)
+        if card is not None:
+            card.mark_text_only()
 
     def finish_turn(self, finished: TurnFinished) -> None:
         card = self.cards.get(finished.turn_id)

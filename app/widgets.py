@@ -6,19 +6,15 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
-from engine.errors import EngineError
+from app.error_words import describe_error
 
 ERROR_COLOUR = "#c62828"
 OK_COLOUR = "#2e7d32"
 
 
 def error_text(exc: BaseException) -> str:
-    """What the user reads for a failure: the EngineError's message and fix, else the exception."""
-    if isinstance(exc, EngineError):
-        where = f"\n{exc.path}" if exc.path is not None else ""
-        fix = f"\n{exc.fix}" if exc.fix else ""
-        return f"{exc.message}{where}{fix}"
-    return f"{type(exc).__name__}: {exc}"
+    """What the user reads for a failure in a label: what happened, the file, what to do."""
+    return describe_error(exc).plain()
 
 
 def coloured(label: QLabel, colour: str | None) -> None:
@@ -38,4 +34,15 @@ def path_row(edit: QLineEdit, *buttons: QPushButton) -> QWidget:
     box.addWidget(edit, 1)
     for button in buttons:
         box.addWidget(button)
+    return row
+
+
+def button_row(*buttons: QPushButton) -> QWidget:
+    """Buttons side by side, left-aligned."""
+    row = QWidget()
+    box = QHBoxLayout(row)
+    box.setContentsMargins(0, 0, 0, 0)
+    for button in buttons:
+        box.addWidget(button)
+    box.addStretch(1)
     return row

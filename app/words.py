@@ -12,3 +12,23 @@ QUANT_LABELS: dict[QuantMode, str] = {
     "bf16": "16-bit (bf16)",
     "fp32": "32-bit (fp32)",
 }
+
+# The controls that error words and hints point the user to. The widgets take their labels from
+# here, so the words never name a control that does not exist (tests/app/test_error_words.py).
+SETTINGS_ACTION = "Settings…"  # File menu
+SETUP_ACTION = "Set up model…"  # File menu: opens the setup wizard
+LOGS_ACTION = "Show logs"  # Help menu
+MODEL_TAB = "Model"
+CONVERSATION_TAB = "Conversation"
+AUDIO_TAB = "Audio"
+RESCAN_BUTTON = "Look for devices again"  # Settings → Audio
+DOWNLOAD_BUTTON = "Download…"  # Settings → Model: opens the setup wizard
+ENCODER_ROW = "Whisper encoder"  # Settings → Model
+RUN_ON_ROW = "Run on"  # Settings → Model
+PRECISION_ROW = "Precision"  # Settings → Model
+ANSWER_LENGTH_ROW = "Longest answer"  # Settings → Conversation
+
+
+def settings_place(tab: str) -> str:
+    """'File → Settings → Audio'."""
+    return f"File → {SETTINGS_ACTION.rstrip('…')} → {tab}"

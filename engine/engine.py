@@ -36,7 +36,7 @@ from engine.audio.earcons import done_earcon, listening_earcon
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.vad import SpeechDetector
-from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing
+from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing, Reason
 from engine.events import (
     Cancel,
     CheckDevice,
@@ -185,7 +185,7 @@ class Engine:
         self._close_all()
 
     def _fail(self, exc: EngineError, turn_id: int | None = None) -> None:
-        self._emit(Failed(exc.kind, exc.message, exc.fix, turn_id))
+        self._emit(Failed.of(exc, turn_id))
         self._set_state(self._idle_state(), exc.message)
 
     def _handle(self, command: Command | _LimitReached | _InputLost) -> None:
@@ -247,7 +247,7 @@ class Engine:
                 if self._detector.preload():
                     freeze_long_lived("loading the speech detector")
         self._open_devices()
-        self._emit(Ready(loaded.model.summary))
+        self._emit(Ready(loaded.model.summary, loaded.info))
         self._set_state(EngineState.READY)
 
     def _open_devices(self) -> None:
@@ -288,7 +288,7 @@ class Engine:
 
     def _require_model(self) -> LoadedModel:
         if self._loaded is None:
-            raise ModelMissing("No model is loaded.", fix="Choose a model folder in Settings, or download one.")
+            raise ModelMissing("No model is loaded.", fix="Load a model first.", reason=Reason.NO_MODEL_LOADED)
         return self._loaded
 
     def _ensure_recorder(self) -> Recorder:
@@ -346,7 +346,11 @@ class Engine:
             try:
                 recorder.open()
                 if not recorder.wait_ready(DEVICE_TEST_TIMEOUT_S):
-                    raise AudioDeviceError("The microphone delivered no sound.", fix="Pick another microphone.")
+                    raise AudioDeviceError(
+                        "The microphone delivered no sound.",
+                        fix="Pick another microphone.",
+                        reason=Reason.DEVICE_SILENT,
+                    )
                 recorder.start()
                 peak = -120.0
                 deadline = time.perf_counter() + MIC_TEST_S
@@ -365,7 +369,7 @@ class Engine:
             if audio.size and self._gen == gen:
                 self._replay(audio)
         except AudioDeviceError as exc:
-            self._emit(DeviceChecked(command.kind, False, f"{exc.message} {exc.fix or ''}".strip()))
+            self._emit(DeviceChecked(command.kind, False, f"{exc.message} {exc.fix or ''}".strip(), Failed.of(exc)))
 
     def _list_devices(self, rescan: bool) -> None:
         """Answer ListDevices. PortAudio can only rescan with no stream open, so a rescan closes
@@ -382,7 +386,7 @@ class Engine:
             answer = DevicesListed(tuple(devices), rescan)
         except AudioDeviceError as exc:
             logger.warning("Listing audio devices failed: %s", exc)
-            answer = DevicesListed((), rescan, Failed(exc.kind, exc.message, exc.fix))
+            answer = DevicesListed((), rescan, Failed.of(exc))
         if rescan and self._loaded is not None:
             self._open_devices()
         self._emit(answer)

@@ -1,26 +1,74 @@
-"""Engine errors. Each kind carries a developer message, the file involved, and what the user can do.
+"""Engine errors: a kind, the facts, a developer message, and advice that names no control.
 
-The app turns ``kind`` into words for the user; the engine never shows UI itself.
+Each error carries:
+
+- ``kind`` (the class): what went wrong in general (``model_missing``, ``audio_device``, ...);
+- ``reason`` (a :class:`Reason`, optional): the specific case, for the cases a user interface
+  explains with its own controls ("no microphone", "PortAudio is missing", "no internet");
+- ``facts``: the names and numbers of the case (a device name, an HTTP status, a host), and
+  ``path``, the file or folder involved;
+- ``message``: one factual sentence for the log and for any interface that has nothing better;
+- ``fix``: advice that holds in every interface, so it never names a button, a menu or a
+  command-line option ("Install the libportaudio2 package.", not "click Refresh devices").
+
+The user interfaces turn kind + reason + facts into their own words: ``app/error_words.py`` names
+the GUI's buttons and menus, ``engine/__main__.py`` the command line's options. The engine never
+shows UI itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
+
+Fact = str | int | float
+
+
+class Reason(str, Enum):
+    """Specific cases the interfaces explain with their own controls (the value is stable)."""
+
+    # audio devices (AudioDeviceError); facts: direction ("input"/"output"), device, detail
+    PORTAUDIO_MISSING = "portaudio_missing"  # facts: library, detail
+    NO_DEVICE = "no_device"  # no microphone / no speaker at all
+    DEVICE_NOT_CONNECTED = "device_not_connected"  # the chosen one is gone; facts: available
+    DEVICE_BUSY = "device_busy"
+    DEVICE_FORMAT = "device_format"  # 16 kHz mono float not accepted
+    DEVICE_LOST = "device_lost"  # stopped mid-stream, or never started
+    DEVICE_SILENT = "device_silent"  # the microphone delivers no sound
+    STREAMS_OPEN = "streams_open"  # a rescan while streams are open; facts: streams
+    # models
+    NO_MODEL_LOADED = "no_model_loaded"
+    ENCODER_NOT_FOUND = "encoder_not_found"  # facts: looked (paths, "; "-separated)
+    # compute devices (DeviceUnavailable, NotEnoughMemory); facts: device, quant, needed_bytes, free_bytes
+    CUDA_UNAVAILABLE = "cuda_unavailable"
+    BF16_UNSUPPORTED = "bf16_unsupported"
+    VOCODER_GPU_UNAVAILABLE = "vocoder_gpu_unavailable"
+    MEMORY_SHORT = "memory_short"
+    # downloads (DownloadError); facts: host, url, status, detail
+    UNREACHABLE = "unreachable"  # no connection, DNS failure, timeouts after the retries
+    HTTP_STATUS = "http_status"  # the server answered with an error status
 
 
 class EngineError(Exception):
-    """Base of every error the engine raises on purpose.
-
-    ``kind`` is a stable machine-readable name (used by the GUI and the CLI's exit message),
-    ``path`` the file or folder involved (if any), ``fix`` one sentence saying what to do.
-    """
+    """Base of every error the engine raises on purpose (see the module docstring)."""
 
     kind: str = "internal"
 
-    def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        fix: str | None = None,
+        reason: Reason | None = None,
+        facts: Mapping[str, Fact] | None = None,
+    ) -> None:
         self.message = message
         self.path = Path(path) if path is not None else None
         self.fix = fix
+        self.reason = reason
+        self.facts: Mapping[str, Fact] = dict(facts) if facts else {}  # a copy: read-only by convention
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
@@ -100,12 +148,27 @@ def _all_kinds(cls: type[EngineError]) -> dict[str, type[EngineError]]:
     return kinds
 
 
+def reason_from_value(value: str | None) -> Reason | None:
+    """The Reason named ``value``; None for None or a value this version does not know."""
+    try:
+        return Reason(value) if value else None
+    except ValueError:
+        return None
+
+
 def error_from_kind(
-    kind: str, message: str, *, path: str | Path | None = None, fix: str | None = None
+    kind: str,
+    message: str,
+    *,
+    path: str | Path | None = None,
+    fix: str | None = None,
+    reason: str | None = None,
+    facts: Mapping[str, Fact] | None = None,
 ) -> EngineError:
     """Rebuild an error reported by another process (its ``kind``) as the matching EngineError class.
 
-    An unknown kind gives a plain EngineError, so a newer child process never crashes an older parent.
+    An unknown kind or reason gives a plain EngineError / no reason, so a newer child process never
+    crashes an older parent.
     """
     cls = _all_kinds(EngineError).get(kind, EngineError)
-    return cls(message, path=path, fix=fix)
+    return cls(message, path=path, fix=fix, reason=reason_from_value(reason), facts=facts)

@@ -7,6 +7,7 @@ drop stale ones.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from engine.audio.backend import AudioDevice, Direction
 from engine.config import QuantMode
+from engine.errors import EngineError, Fact, Reason
 from engine.vocoder.defaults import UNIT_S
 
 
@@ -169,10 +171,23 @@ class LoadProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a loaded model runs on, as facts (for Help → About and the status tooltip)."""
+
+    torch_device: str  # "cuda:0", "cpu"
+    quant: str  # the precision in use (engine.config.QUANT_MODES)
+    vocoder_backend: str | None  # "onnx" | "torch"; None: no vocoder, answers are text only
+    vocoder_providers: tuple[str, ...]  # what the vocoder session uses ("CUDAExecutionProvider", ...)
+    licence: str | None  # the model card's licence id (README.md front matter), if the folder has one
+    official: bool  # the official Llama-3.1-8B-Omni's dimensions (its licence terms apply)
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
-    """The model is loaded; ``summary`` describes it (device, quantization, memory)."""
+    """The model is loaded; ``summary`` describes it (device, quantization, memory) for the log."""
 
     summary: str
+    info: ModelInfo | None = None  # None from backends that do not report it (test fakes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +277,7 @@ class DeviceChecked:
     kind: Direction
     ok: bool
     message: str
+    error: Failed | None = None  # why it failed (the app words it); None when ok or merely quiet
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,12 +292,24 @@ class DevicesListed:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Something went wrong; the engine is still running. ``kind`` is an EngineError kind."""
+    """Something went wrong; the engine is still running.
+
+    ``kind``, ``reason``, ``path`` and ``facts`` are the EngineError's (engine/errors.py): the app
+    turns them into words; ``message`` and ``fix`` are its interface-neutral words, for the log
+    and for cases the app has no words of its own for.
+    """
 
     kind: str
     message: str
     fix: str | None = None
     turn_id: int | None = None
+    reason: Reason | None = None
+    path: Path | None = None
+    facts: Mapping[str, Fact] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: EngineError, turn_id: int | None = None) -> Failed:
+        return cls(error.kind, error.message, error.fix, turn_id, error.reason, error.path, error.facts)
 
 
 Event = (

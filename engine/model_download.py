@@ -34,10 +34,20 @@ from engine.store import (
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
-# Sizes for the disk check and the progress bar when a server publishes none (HEAD failed).
-WHISPER_SIZE_BYTES = 3_090_000_000  # large-v3.pt
-VOCODER_CHECKPOINT_BYTES = 170_000_000  # g_00500000
+# The catalogue: the official release's file sizes, for every figure shown before the hub's own
+# listing answers (the README, the wizard's first page, a model not downloaded yet; see
+# engine.preflight.model_size), and for the progress bar when a server publishes none.
+OMNI_SHARD_BYTES = (4_980_000_000, 5_000_000_000, 4_920_000_000, 3_340_000_000)  # Whisper encoder inside
+OMNI_SMALL_FILES_BYTES = 9_200_000  # tokenizer.json (9.1 MB) and five small JSON files
+WHISPER_SIZE_BYTES = 3_090_000_000  # large-v3.pt, fetched only when the shards lack the encoder
+VOCODER_CHECKPOINT_BYTES = 170_000_000  # g_00500000 (its config.json is a few hundred bytes)
 HEAD_TIMEOUT_S = 15.0
+
+
+def catalogue_bytes(*, needs_whisper: bool = False) -> int:
+    """Bytes of the official model set's files: the Omni checkpoint, Whisper if needed, the vocoder."""
+    whisper = WHISPER_SIZE_BYTES if needs_whisper else 0
+    return sum(OMNI_SHARD_BYTES) + OMNI_SMALL_FILES_BYTES + whisper + VOCODER_CHECKPOINT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.config import ConversationOptions, DecodeOptions
-from engine.events import LoadModel
+from engine.events import LoadModel, ModelInfo
 from engine.model.conversation import Conversation
 from engine.model.events import TurnDone, TurnEvent
 from engine.model.omni import OmniModel
+from engine.model.omni_config import is_official, read_licence
 from engine.pipeline import LoadedModel, ProgressFn, TurnRequest
 
 logger = logging.getLogger(__name__)
@@ -107,4 +108,12 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
     backend = OmniBackend(model)
     if vocoder is not None:
         backend.vocoder_summary = f"vocoder: {vocoder.backend} on {', '.join(vocoder.providers)}"
-    return LoadedModel(model=backend, vocoder=vocoder)
+    info = ModelInfo(
+        torch_device=str(model.device),
+        quant=model.plan.quant,
+        vocoder_backend=vocoder.backend if vocoder is not None else None,
+        vocoder_providers=tuple(vocoder.providers) if vocoder is not None else (),
+        licence=read_licence(Path(command.model_dir)),
+        official=is_official(model.dims),
+    )
+    return LoadedModel(model=backend, vocoder=vocoder, info=info)

@@ -32,6 +32,7 @@ from engine.events import (
     Event,
     Failed,
     LoadModel,
+    ModelInfo,
     TextDelta,
     TurnFinished,
     TurnMetrics,
@@ -80,6 +81,7 @@ class LoadedModel:
 
     model: ModelBackend
     vocoder: VocoderRuntime | None
+    info: ModelInfo | None = None  # what it runs on (reported in Ready)
 
 
 ModelLoader = Callable[[LoadModel, ProgressFn], LoadedModel]
@@ -159,7 +161,7 @@ def run_turn(ctx: TurnContext, request: TurnRequest, turn_id: int, t0: float, us
         else:
             ctx.emit(Failed("internal", f"Speech synthesis failed: {audio.error}", "See the log.", turn_id))
     if speaker_error is not None:
-        ctx.emit(Failed(speaker_error.kind, speaker_error.message, speaker_error.fix, turn_id))
+        ctx.emit(Failed.of(speaker_error, turn_id))
 
     end = time.perf_counter()
     first_audio = speech.first_sample_at if speech is not None and audio is not None else None

@@ -1,23 +1,35 @@
-"""Pre-flight: will the model run here? GPUs and free memory, memory estimates per quantization,
-folder checks, without loading any weights.
+"""Pre-flight: will the model run here? GPUs and free memory, sizes and memory estimates per
+precision, the default precision, folder checks, without loading any weights.
 
-Qt-free, for the app's settings dialog and setup wizard (which call these from background tasks:
-probing NVML takes milliseconds, but ``estimate_memory`` and ``read_dims`` import torch, which takes
-seconds) and for the CLI. Every slow function is named so (``probe_system``, ``estimate_all``,
-``check_model_folders``) and is injectable in the widgets, so tests can replace the machine.
+Two rules live here and nowhere else:
+
+- ``model_size``: every size figure of a model set (its files on disk, what it needs in memory per
+  device and precision), from the files when they are present, from the official release's
+  catalogue otherwise. The README, the setup wizard and the settings dialog all quote it.
+- ``recommend_quant``: the precision to use when the user has not chosen one (the wizard's
+  "recommended", the settings' "Automatic", the engine's ``LoadModel(quant=None)``).
+
+Qt-free and torch-free (headers and arithmetic: milliseconds for the tiny model, well under a second
+for the real one), for the app's dialogs (which still call them from background tasks: the disk may
+be slow) and for the CLI. The dialogs take each function as an injectable argument, so tests can
+replace the machine.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import QUANT_MODES, OmniDims, QuantMode
-from engine.errors import ModelMissing
+from engine.config import OFFICIAL_DIMS, QUANT_MODES, OmniDims, QuantMode
+from engine.errors import EngineError, ModelMissing
 from engine.gpu import GpuInfo, list_gpus
-from engine.heap import import_long_lived
+from engine.model_download import catalogue_bytes
+from engine.store import DISK_MARGIN_BYTES
 from engine.vocoder.defaults import CHECKPOINT_FILENAME, CONFIG_FILENAME
+
+logger = logging.getLogger(__name__)
 
 GB = 1_000_000_000
 MB = 1_000_000
@@ -87,21 +99,17 @@ def size_text(n_bytes: int) -> str:
 
 
 def probe_system() -> SystemInfo:
-    """NVIDIA GPUs (NVML) and free RAM now. Slow-ish (imports torch for the RAM reading)."""
-    import_long_lived("torch")  # called off the UI thread; this keeps the import from stalling it
-    import torch
-
+    """NVIDIA GPUs (NVML) and free RAM now: milliseconds, no torch."""
     from engine.model.memory import available_memory
 
-    return SystemInfo(gpus=tuple(list_gpus()), ram_free_bytes=available_memory(torch.device("cpu")))
+    return SystemInfo(gpus=tuple(list_gpus()), ram_free_bytes=available_memory("cpu"))
 
 
 Estimates = Mapping[tuple[str, str], int]  # (device type, quant) -> bytes needed
 
 
 def estimate_all(dims: OmniDims, max_new_tokens: int) -> dict[tuple[str, str], int]:
-    """``estimate_memory`` for every quantization on CUDA and on the CPU (imports torch)."""
-    import_long_lived("engine.model.memory")
+    """``estimate_memory`` for every quantization on CUDA and on the CPU (arithmetic, no torch)."""
     from engine.model.memory import estimate_memory
 
     return {
@@ -120,7 +128,7 @@ class Fit:
 
 
 def fit(needed_bytes: int, target: Target) -> Fit:
-    need = f"needs about {gb(needed_bytes)} of {target.memory_word}"
+    need = f"needs about {size_text(needed_bytes)} of {target.memory_word}"
     if target.free_bytes is None:
         return Fit(f"This {need}; free memory on {target.name} is unknown.", None)
     have = f"you have {gb(target.free_bytes)} free on {target.name}"
@@ -130,7 +138,8 @@ def fit(needed_bytes: int, target: Target) -> Fit:
 
 
 def recommend_quant(estimates: Estimates, target: Target) -> QuantMode:
-    """The best-quality mode that fits in ``target``'s free memory (nf4 if none or unknown)."""
+    """THE default-precision rule: the best-quality mode that fits in ``target``'s free memory; the
+    smallest (nf4) when none fits; with free memory unknown, nf4 on a GPU and fp32 on the CPU."""
     order = RECOMMEND_ORDER[target.device_type]
     if target.free_bytes is None:
         return "nf4" if target.device_type == "cuda" else order[0]
@@ -138,6 +147,76 @@ def recommend_quant(estimates: Estimates, target: Target) -> QuantMode:
         if estimates[(target.device_type, quant)] <= target.free_bytes:
             return quant
     return order[-1]
+
+
+def default_quant(
+    dims: OmniDims,
+    device_type: str,
+    free_bytes: int | None,
+    *,
+    max_new_tokens: int,
+    context_tokens: int = CONTEXT_TOKENS,
+) -> QuantMode:
+    """``recommend_quant`` for a model about to load (the engine's ``LoadModel(quant=None)``)."""
+    from engine.model.memory import estimate_memory
+
+    estimates: dict[tuple[str, str], int] = {
+        (device_type, quant): estimate_memory(
+            dims, quant, device_type=device_type, context_tokens=context_tokens, max_new_tokens=max_new_tokens
+        ).total_bytes
+        for quant in QUANT_MODES
+    }
+    name = "CPU" if device_type == "cpu" else device_type
+    return recommend_quant(estimates, Target("auto", device_type, name, free_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSize:
+    """Every size figure of one model set (see ``model_size``)."""
+
+    from_files: bool  # True: read from the files on disk; False: the official release's catalogue
+    dims: OmniDims
+    file_bytes: int  # the set's files: Omni folder, a separate Whisper encoder, the vocoder
+    memory: Estimates  # (device type, precision) -> bytes needed to run it
+
+    @property
+    def disk_bytes(self) -> int:
+        """Free disk space to have for the files (the downloader keeps this margin free)."""
+        return self.file_bytes + DISK_MARGIN_BYTES
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.name.endswith(".part"))
+
+
+def model_size(
+    model_dir: Path | None,
+    speech_encoder: Path | None = None,
+    vocoder_dir: Path | None = None,
+    *,
+    max_new_tokens: int,
+) -> ModelSize:
+    """Every size figure of a model set, from one place: the files' real sizes and dims (read from
+    their headers) when ``model_dir`` holds a readable model, the catalogue's (the official release)
+    otherwise. ``memory`` has an estimate for every device type and precision."""
+    found: tuple[OmniDims, Path] | None = None
+    if model_dir is not None:
+        from engine.model.dims import read_model
+
+        try:
+            dims, encoder = read_model(model_dir, speech_encoder)
+            found = dims, encoder.path
+        except (EngineError, OSError) as exc:
+            logger.info("Sizes from the catalogue: %s is not a readable model (%s)", model_dir, exc)
+    if model_dir is None or found is None:
+        return ModelSize(False, OFFICIAL_DIMS, catalogue_bytes(), estimate_all(OFFICIAL_DIMS, max_new_tokens))
+    dims, encoder_path = found
+    others = [p for p in (encoder_path, vocoder_dir) if p is not None and p.exists()]
+    outside = [p for p in others if not p.resolve().is_relative_to(model_dir.resolve())]
+    file_bytes = sum(_tree_bytes(p) for p in (model_dir, *outside))
+    return ModelSize(True, dims, file_bytes, estimate_all(dims, max_new_tokens))
 
 
 def _count(n: int) -> str:
@@ -168,12 +247,12 @@ def check_vocoder_dir(vocoder_dir: Path) -> str:
 def check_model_folders(model_dir: Path, speech_encoder: Path | None, vocoder_dir: Path | None) -> ModelCheck:
     """Read the folders' dims without loading weights; raise the EngineError that explains a problem.
 
-    The cheap config check runs first so an empty or wrong folder fails before torch is imported.
+    Headers only (config.json, safetensors headers, the encoder's stored dims): no torch, no weights.
     """
     from engine.model.omni_config import read_omni_config
 
     read_omni_config(model_dir)
-    from engine.model.loader import read_dims
+    from engine.model.dims import read_dims
 
     dims = read_dims(model_dir, speech_encoder)
     llm, enc = dims.llm, dims.encoder
@@ -188,5 +267,5 @@ def check_model_folders(model_dir: Path, speech_encoder: Path | None, vocoder_di
 
 
 SystemProbe = Callable[[], SystemInfo]
-Estimator = Callable[[OmniDims, int], Estimates]
+Sizer = Callable[..., ModelSize]  # model_size's signature
 ModelChecker = Callable[[Path, Path | None, Path | None], ModelCheck]

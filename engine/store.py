@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import Cancelled, DiskFull, DownloadError
+from engine.errors import Cancelled, DiskFull, DownloadError, Reason
 from engine.paths import models_dir
 from engine.version import __version__
 from engine.vocoder.defaults import CHECKPOINT_FILENAME, CONFIG_FILENAME
@@ -38,6 +38,7 @@ OMNI_REVISION = "main"
 # Files of the Omni repo the app needs (trainer state, training args and images are skipped:
 # training_args.bin is a pickle and is never opened).
 OMNI_PATTERNS = (
+    "README.md",  # the model card: its front matter names the licence (Help → About shows it)
     "config.json",
     "generation_config.json",
     "model.safetensors.index.json",
@@ -112,7 +113,37 @@ def default_model_paths(root: Path | None = None) -> ModelPaths:
 
 
 class _Transient(Exception):
-    """A failure worth retrying (network hiccup, dropped connection, 5xx)."""
+    """A failure worth retrying (network hiccup, dropped connection, 5xx); ``status``: the HTTP one."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or url
+
+
+def unreachable(url: str, detail: object, message: str, path: Path | None = None) -> DownloadError:
+    """DownloadError(UNREACHABLE): no connection, name not resolved, refused, timed out."""
+    return DownloadError(
+        f"{message} from {url}: {detail}",
+        path=path,
+        fix="Check the internet connection, then try again.",
+        reason=Reason.UNREACHABLE,
+        facts={"host": _host(url), "url": url, "detail": str(detail)},
+    )
+
+
+def http_status_error(url: str, status: int, message: str, path: Path | None = None) -> DownloadError:
+    """DownloadError(HTTP_STATUS): the server answered, with an error status."""
+    return DownloadError(
+        f"{message} (HTTP {status} from {url}).",
+        path=path,
+        fix="Try again later; if it persists the file may have moved.",
+        reason=Reason.HTTP_STATUS,
+        facts={"host": _host(url), "url": url, "status": status},
+    )
 
 
 class Downloader:
@@ -190,11 +221,10 @@ class Downloader:
             except _Transient as exc:
                 attempt += 1
                 if attempt > self.retries:
-                    raise DownloadError(
-                        f"Download failed after {self.retries} retries: {exc}",
-                        path=final,
-                        fix="Check your internet connection and try again; the download resumes.",
-                    ) from exc
+                    message = f"Download of {final.name} failed after {self.retries} retries"
+                    if exc.status is not None:
+                        raise http_status_error(remote.url, exc.status, message, final) from exc
+                    raise unreachable(remote.url, exc, message, final) from exc
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
                 logger.warning("Download of %s interrupted (%s); retry %d in %.1f s", remote.url, exc, attempt, delay)
                 self._sleep(delay)
@@ -229,14 +259,10 @@ class Downloader:
                 tracker.advance_to(have)
                 return
             if exc.code >= 500 or exc.code == 429:
-                raise _Transient(f"HTTP {exc.code}") from exc
-            raise DownloadError(
-                f"The server refused the download (HTTP {exc.code}).",
-                path=part,
-                fix="Check that the model is still published at this address, then try again.",
-            ) from exc
+                raise _Transient(f"HTTP {exc.code}", exc.code) from exc
+            raise http_status_error(remote.url, exc.code, "The server refused the download", part) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise _Transient(str(exc)) from exc
+            raise _Transient(str(exc.reason) if isinstance(exc, urllib.error.URLError) else str(exc)) from exc
         with response:
             status = response.status
             if have and status != 206:
@@ -366,9 +392,16 @@ def _get_json(url: str, timeout_s: float = 30.0) -> object:
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except urllib.error.HTTPError as exc:
+        raise http_status_error(url, exc.code, "The model hub refused the file list") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise unreachable(url, detail, "Could not list the model's files") from exc
+    except ValueError as exc:  # not JSON (a captive portal's page, a proxy's error page)
         raise DownloadError(
-            f"Could not list the model's files: {exc}", fix="Check your internet connection and try again."
+            f"The model hub's file list is not JSON ({exc}) at {url}.",
+            fix="Try again later; a proxy or hotel login page can cause this.",
+            facts={"host": _host(url), "url": url},
         ) from exc
 
 

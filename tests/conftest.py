@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
+from collections.abc import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -27,3 +30,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA (torch.cuda.is_available() is False here)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+class _NoPortAudio(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")  # sounddevice's own words when it is missing
+        return None
+
+
+@pytest.fixture
+def no_portaudio(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``import sounddevice`` fails the way it does on a PC without the PortAudio library."""
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoPortAudio(), *sys.meta_path])
+    yield

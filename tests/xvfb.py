@@ -83,3 +83,21 @@ def quit_with_ctrl_q(env: dict[str, str], window: str, proc: subprocess.Popen[by
         except subprocess.TimeoutExpired:
             continue
     return proc.wait(timeout=60)
+
+
+def visible_window(env: dict[str, str], title: str) -> str | None:
+    """The id of a visible window whose name matches the regex ``title``, or None."""
+    found = subprocess.run(
+        ["xdotool", "search", "--onlyvisible", "--name", title], env=env, capture_output=True, text=True
+    )
+    return found.stdout.split()[0] if found.returncode == 0 and found.stdout.strip() else None
+
+
+def close_with_escape(env: dict[str, str], window: str, title: str, timeout_s: float = 30.0) -> None:
+    """Press Escape in ``window`` and wait until no window titled ``title`` is visible."""
+    subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+    subprocess.run(["xdotool", "key", "Escape"], env=env, check=True)
+    deadline = time.monotonic() + timeout_s
+    while visible_window(env, title) is not None:
+        assert time.monotonic() < deadline, f"{title} did not close on Escape"
+        time.sleep(0.1)

@@ -22,13 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.error_words import describe_failed
 from app.settings import AppSettings
 from app.widgets import ERROR_COLOUR, coloured
+from app.words import RESCAN_BUTTON
 from engine.events import AudioDevice, DevicesListed
-
-
-def failure_text(message: str, fix: str | None) -> str:
-    return f"{message}\n{fix}" if fix else message
 
 
 class AudioTab(QWidget):
@@ -49,7 +47,7 @@ class AudioTab(QWidget):
         self.test_speaker_button.clicked.connect(
             lambda: self.testSpeakerRequested.emit(self.output_combo.currentData())
         )
-        self.rescan_button = QPushButton("Look for devices again")
+        self.rescan_button = QPushButton(RESCAN_BUTTON)
         self.rescan_button.clicked.connect(lambda: self.request_devices(rescan=True))
         self.audio_status = QLabel()
         self.audio_status.setWordWrap(True)
@@ -111,7 +109,7 @@ class AudioTab(QWidget):
         """The engine's answer to ``devicesRequested``; a failed scan keeps the earlier list."""
         self.rescan_button.setEnabled(True)
         if listed.error is not None:
-            self.audio_status.setText(failure_text(listed.error.message, listed.error.fix))
+            self.audio_status.setText(describe_failed(listed.error).plain())
             coloured(self.audio_status, ERROR_COLOUR)
             return
         self._devices = listed.devices

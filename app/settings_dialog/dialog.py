@@ -2,6 +2,8 @@
 
 ``SettingsDialog(settings, parent).exec()`` then ``result_settings()`` gives the edited
 ``AppSettings``; fields no tab shows (adapter, licence, window geometry) pass through unchanged.
+Settings → Model → "Download…" emits ``setupRequested``; the controller opens the setup wizard
+and hands its result back through :meth:`use_model`.
 Every control's range matches ``app.settings._RANGES``, so the result is always valid. Folder
 checks, GPU probing and memory estimates run in the background (app.tasks); audio devices are the
 engine's (``devicesRequested`` → ``ListDevices``, answered in :meth:`show_devices`). The dialog
@@ -14,19 +16,21 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTabWidget, QVBoxLayout, QWidget
 
+from app.error_words import describe_failed
 from app.settings import AppSettings
 from app.settings_dialog.audio_tab import AudioTab
 from app.settings_dialog.controls_tab import ControlsTab
 from app.settings_dialog.conversation_tab import ConversationTab
 from app.settings_dialog.look_tab import LookTab
 from app.settings_dialog.model_tab import ModelTab
-from engine.events import DevicesListed
+from app.words import AUDIO_TAB, CONVERSATION_TAB, MODEL_TAB
+from engine.events import DeviceChecked, DevicesListed
 from engine.preflight import (
-    Estimator,
     ModelChecker,
+    Sizer,
     SystemProbe,
     check_model_folders,
-    estimate_all,
+    model_size,
     probe_system,
 )
 
@@ -37,6 +41,7 @@ class SettingsDialog(QDialog):
     devicesRequested = Signal(bool)  # rescan: the engine closes its streams, scans, reopens
     testMicrophoneRequested = Signal(object)  # device key or None (system default)
     testSpeakerRequested = Signal(object)
+    setupRequested = Signal()  # Settings → Model → Download…
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class SettingsDialog(QDialog):
         parent: QWidget | None = None,
         *,
         probe: SystemProbe = probe_system,
-        estimator: Estimator = estimate_all,
+        sizer: Sizer = model_size,
         check_model: ModelChecker = check_model_folders,
     ) -> None:
         super().__init__(parent)
@@ -56,7 +61,7 @@ class SettingsDialog(QDialog):
         self.conversation_tab = ConversationTab()
         self.model_tab = ModelTab(
             probe=probe,
-            estimator=estimator,
+            sizer=sizer,
             check_model=check_model,
             max_new_tokens=lambda: int(self.conversation_tab.max_tokens_spin.value()),
         )
@@ -64,9 +69,9 @@ class SettingsDialog(QDialog):
         self.controls_tab = ControlsTab()
         self.look_tab = LookTab()
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.model_tab, "Model")
-        self.tabs.addTab(self.conversation_tab, "Conversation")
-        self.tabs.addTab(self.audio_tab, "Audio")
+        self.tabs.addTab(self.model_tab, MODEL_TAB)
+        self.tabs.addTab(self.conversation_tab, CONVERSATION_TAB)
+        self.tabs.addTab(self.audio_tab, AUDIO_TAB)
         self.tabs.addTab(self.controls_tab, "Controls")
         self.tabs.addTab(self.look_tab, "Appearance")
         buttons = QDialogButtonBox.StandardButton
@@ -81,6 +86,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.button_box)
 
         self.audio_tab.devicesRequested.connect(self.devicesRequested)
+        self.model_tab.setupRequested.connect(self.setupRequested)
         self.audio_tab.testMicrophoneRequested.connect(self.testMicrophoneRequested)
         self.audio_tab.testSpeakerRequested.connect(self.testSpeakerRequested)
         self._show(settings)
@@ -109,6 +115,14 @@ class SettingsDialog(QDialog):
             **self.look_tab.changes(),
         )
 
+    def use_model(self, settings: AppSettings) -> None:
+        """The setup wizard (opened from here) finished: show its model folders, checked again."""
+        self._base = self._base.replace(
+            model_dir=settings.model_dir, speech_encoder=settings.speech_encoder, vocoder_dir=settings.vocoder_dir
+        )
+        self.model_tab.show_paths(settings)
+        self.model_tab.validate_model()
+
     def restore_defaults(self) -> None:
         """Defaults everywhere except the model folders (finding them again is a chore)."""
         self._show(AppSettings(), with_paths=False)
@@ -119,7 +133,8 @@ class SettingsDialog(QDialog):
         """Slot for the bridge's ``devicesListed``."""
         self.audio_tab.show_devices(listed)
 
-    def show_audio_test_result_for(self, kind: str, ok: bool, text: str) -> None:
-        """Slot for the bridge's ``deviceTested(kind, ok, message)``."""
-        label = "Microphone" if kind == "input" else "Speaker"
-        self.audio_tab.show_audio_test_result(f"{label}: {text}", ok)
+    def show_audio_test_result_for(self, checked: DeviceChecked) -> None:
+        """Slot for the bridge's ``deviceTested``: a failed test in the same words as anywhere else."""
+        label = "Microphone" if checked.kind == "input" else "Speaker"
+        text = describe_failed(checked.error).plain() if checked.error is not None else checked.message
+        self.audio_tab.show_audio_test_result(f"{label}: {text}", checked.ok)

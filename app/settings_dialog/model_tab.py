@@ -1,8 +1,12 @@
 """Settings → Model: the model folders (checked in the background) and where/how precisely it runs.
 
 Each precision shows its memory estimate for the chosen device; the chosen one is compared with the
-device's free memory. Estimates depend on the longest answer (the KV cache), which the Conversation
-tab owns: the dialog calls :meth:`ModelTab.schedule_estimates` when it changes.
+device's free memory. "Automatic" is the precision ``engine.preflight.recommend_quant`` picks for
+that device (what the setup wizard recommends and what the engine loads). The figures come from
+``engine.preflight.model_size`` for the folders that passed the check (the official release's until
+then). Estimates depend on the longest answer (the KV cache), which the Conversation tab owns: the
+dialog calls :meth:`ModelTab.schedule_estimates` when it changes. "Download…" asks for the setup
+wizard (``setupRequested``).
 """
 
 from __future__ import annotations
@@ -29,22 +33,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import AppSettings
+from app.settings import AUTO_QUANT, AppSettings
 from app.tasks import run_in_background
-from app.widgets import ERROR_COLOUR, OK_COLOUR, coloured, error_text, path_or_none, path_row
-from app.words import QUANT_LABELS
-from engine.config import OFFICIAL_DIMS, OmniDims
+from app.widgets import ERROR_COLOUR, OK_COLOUR, button_row, coloured, error_text, path_or_none, path_row
+from app.words import DOWNLOAD_BUTTON, ENCODER_ROW, PRECISION_ROW, QUANT_LABELS, RUN_ON_ROW
 from engine.errors import EngineError
 from engine.preflight import (
-    Estimates,
-    Estimator,
     ModelCheck,
     ModelChecker,
+    ModelSize,
+    Sizer,
     SystemInfo,
     SystemProbe,
     Target,
     fit,
-    gb,
+    recommend_quant,
+    size_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,25 +56,28 @@ logger = logging.getLogger(__name__)
 ESTIMATE_DELAY_MS = 200  # wait for the answer-length spin box to settle before re-estimating
 
 
+AUTO_LABEL = "Automatic"
+
+
 class ModelTab(QWidget):
     validationFinished = Signal(bool)  # the folder check ended (True: the files are usable)
     estimatesUpdated = Signal()
+    setupRequested = Signal()  # "Download…": open the setup wizard
 
     def __init__(
         self,
         *,
         probe: SystemProbe,
-        estimator: Estimator,
+        sizer: Sizer,
         check_model: ModelChecker,
         max_new_tokens: Callable[[], int],
     ) -> None:
         super().__init__()
-        self._probe, self._estimator, self._check_model = probe, estimator, check_model
+        self._probe, self._sizer, self._check_model = probe, sizer, check_model
         self._max_new_tokens = max_new_tokens
         self._system: SystemInfo | None = None
-        self._dims: OmniDims = OFFICIAL_DIMS
-        self._dims_source = "the official Llama-3.1-8B-Omni"
-        self._estimates: Estimates | None = None
+        self._checked_paths: tuple[Path, Path | None, Path | None] | None = None  # passed the check
+        self._size: ModelSize | None = None
         self._estimate_generation = 0
         self._check_generation = 0
 
@@ -95,15 +102,19 @@ class ModelTab(QWidget):
         self.validation_label = QLabel("Not checked yet.")
         self.validation_label.setWordWrap(True)
         self.validation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.download_button = QPushButton(DOWNLOAD_BUTTON)
+        self.download_button.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
+        self.download_button.setToolTip("Open the setup wizard: download the model, or choose files you have")
+        self.download_button.clicked.connect(self.setupRequested)
 
         files = QGroupBox("Model files")
         form = QFormLayout(files)
         form.addRow("Omni model folder", path_row(self.model_dir_edit, model_browse))
-        form.addRow("Whisper encoder", path_row(self.encoder_edit, encoder_file, encoder_folder))
+        form.addRow(ENCODER_ROW, path_row(self.encoder_edit, encoder_file, encoder_folder))
         form.addRow("Vocoder folder", path_row(self.vocoder_dir_edit, vocoder_browse))
         for edit in (self.model_dir_edit, self.encoder_edit, self.vocoder_dir_edit):
             edit.textEdited.connect(self._paths_changed)
-        form.addRow("", self.validate_button)
+        form.addRow("", button_row(self.validate_button, self.download_button))
         form.addRow(self.validation_label)
 
         self.gpu_combo = QComboBox()
@@ -111,7 +122,7 @@ class ModelTab(QWidget):
         self.quant_group = QButtonGroup(self)
         self.quant_buttons: dict[str, QRadioButton] = {}
         quant_box = QVBoxLayout()
-        for quant, label in QUANT_LABELS.items():
+        for quant, label in ((AUTO_QUANT, AUTO_LABEL), *QUANT_LABELS.items()):
             button = QRadioButton(label)
             button.setProperty("quant", quant)
             self.quant_group.addButton(button)
@@ -126,8 +137,8 @@ class ModelTab(QWidget):
         self.estimate_source_label.setStyleSheet("color: palette(mid);")
         performance = QGroupBox("Performance")
         perf_form = QFormLayout(performance)
-        perf_form.addRow("Run on", self.gpu_combo)
-        perf_form.addRow("Precision", quant_box)
+        perf_form.addRow(RUN_ON_ROW, self.gpu_combo)
+        perf_form.addRow(PRECISION_ROW, quant_box)
         perf_form.addRow(self.fit_label)
         perf_form.addRow(self.estimate_source_label)
 
@@ -144,7 +155,7 @@ class ModelTab(QWidget):
     def start(self, settings: AppSettings) -> None:
         """Begin the background work once the dialog shows ``settings``: probe, estimate, check."""
         run_in_background(self._probe, self._on_probed, self._on_probe_failed, context=self)
-        self._start_estimates()
+        self._start_estimates()  # the official release's figures until the folders pass the check
         if settings.model_dir:
             self.validate_model()
 
@@ -152,11 +163,15 @@ class ModelTab(QWidget):
 
     def show_settings(self, s: AppSettings, *, with_paths: bool = True) -> None:
         if with_paths:
-            self.model_dir_edit.setText(s.model_dir or "")
-            self.encoder_edit.setText(s.speech_encoder or "")
-            self.vocoder_dir_edit.setText(s.vocoder_dir or "")
+            self.show_paths(s)
         self._fill_gpu_combo(s.gpu)
         self.quant_buttons[s.quant].setChecked(True)
+
+    def show_paths(self, s: AppSettings) -> None:
+        self.model_dir_edit.setText(s.model_dir or "")
+        self.encoder_edit.setText(s.speech_encoder or "")
+        self.vocoder_dir_edit.setText(s.vocoder_dir or "")
+        self._paths_changed()
 
     def changes(self, base: AppSettings) -> dict[str, Any]:
         checked = self.quant_group.checkedButton()
@@ -206,20 +221,23 @@ class ModelTab(QWidget):
         self.validation_label.setText("Checking the files…")
         coloured(self.validation_label, None)
         checker = self._check_model
+        paths = (Path(model_dir), Path(encoder) if encoder else None, Path(vocoder) if vocoder else None)
         run_in_background(
-            lambda: checker(Path(model_dir), Path(encoder) if encoder else None, Path(vocoder) if vocoder else None),
-            lambda result: self._on_checked(generation, result, model_dir),
+            lambda: checker(*paths),
+            lambda result: self._on_checked(generation, result, paths),
             lambda exc: self._on_check_failed(generation, exc),
             context=self,
         )
 
-    def _on_checked(self, generation: int, result: ModelCheck, model_dir: str) -> None:
+    def _on_checked(
+        self, generation: int, result: ModelCheck, paths: tuple[Path, Path | None, Path | None]
+    ) -> None:
         if generation != self._check_generation:
             return
         self.validate_button.setEnabled(True)
         self.validation_label.setText(f"✓ Found {result.summary}.")
         coloured(self.validation_label, OK_COLOUR)
-        self._dims, self._dims_source = result.dims, f"the model in {model_dir}"
+        self._checked_paths = paths
         self._start_estimates()
         self.validationFinished.emit(True)
 
@@ -231,6 +249,9 @@ class ModelTab(QWidget):
         self.validate_button.setEnabled(True)
         self.validation_label.setText(error_text(exc))
         coloured(self.validation_label, ERROR_COLOUR)
+        if self._checked_paths is not None:  # the figures were for other folders
+            self._checked_paths = None
+            self._start_estimates()
         self.validationFinished.emit(False)
 
     # ------------------------------------------------------------------------- memory and GPU
@@ -262,21 +283,27 @@ class ModelTab(QWidget):
 
     def _start_estimates(self) -> None:
         self._estimate_generation += 1
-        generation, dims, estimator = self._estimate_generation, self._dims, self._estimator
+        generation, sizer, paths = self._estimate_generation, self._sizer, self._checked_paths or (None, None, None)
         tokens = self._max_new_tokens()
         run_in_background(
-            lambda: estimator(dims, tokens),
-            lambda estimates: self._on_estimates(generation, estimates),
+            lambda: sizer(*paths, max_new_tokens=tokens),
+            lambda size: self._on_estimates(generation, size),
             lambda exc: self._on_estimate_failed(generation, exc),
             context=self,
         )
 
-    def _on_estimates(self, generation: int, estimates: Estimates) -> None:
+    def _on_estimates(self, generation: int, size: ModelSize) -> None:
         if generation != self._estimate_generation:
             return
-        self._estimates = estimates
+        self._size = size
         self._show_fit()
         self.estimatesUpdated.emit()
+
+    def recommended_quant(self) -> str | None:
+        """What "Automatic" means for the chosen device now (None until sizes and memory are known)."""
+        if self._size is None or self._system is None:
+            return None
+        return recommend_quant(self._size.memory, self._target())
 
     def _on_estimate_failed(self, generation: int, exc: BaseException) -> None:
         if generation == self._estimate_generation:
@@ -298,22 +325,38 @@ class ModelTab(QWidget):
     def _show_fit(self) -> None:
         """Per-mode estimates on the radio buttons; the chosen one against the target's free memory."""
         checked = self.quant_group.checkedButton()
-        if self._estimates is None or checked is None:
+        if self._size is None or checked is None:
             self.fit_label.setText("Estimating how much memory each precision needs…")
             coloured(self.fit_label, None)
             self.fit_label.setProperty("fits", "pending")
             return
-        target = self._target()
+        target, memory = self._target(), self._size.memory
         for quant, button in self.quant_buttons.items():
-            button.setText(f"{QUANT_LABELS[quant]}  —  about {gb(self._estimates[(target.device_type, quant)])}")  # type: ignore[index]
-        needed = self._estimates[(target.device_type, str(checked.property("quant")))]
+            if quant != AUTO_QUANT:
+                button.setText(f"{QUANT_LABELS[quant]}  —  about {size_text(memory[(target.device_type, quant)])}")  # type: ignore[index]
+        auto = self.recommended_quant()
+        auto_button = self.quant_buttons[AUTO_QUANT]
+        if auto is None:
+            auto_button.setText(f"{AUTO_LABEL} (the best precision that fits; checking how much memory is free…)")
+        else:
+            need = size_text(memory[(target.device_type, auto)])
+            auto_button.setText(f"{AUTO_LABEL}: {QUANT_LABELS[auto]}  —  about {need}")  # type: ignore[index]
+        chosen = str(checked.property("quant"))
+        if chosen == AUTO_QUANT:
+            chosen = auto or recommend_quant(memory, target)
+        needed = memory[(target.device_type, chosen)]
         result = fit(needed, target)
         self.fit_label.setText(result.text)
         coloured(self.fit_label, ERROR_COLOUR if result.fits is False else None)
         self.fit_label.setProperty("fits", {True: "yes", False: "no", None: "unknown"}[result.fits])
         if self._system is None:
-            self.fit_label.setText(f"This needs about {gb(needed)} of {target.memory_word}; checking how much is free…")
+            need = size_text(needed)
+            self.fit_label.setText(f"This needs about {need} of {target.memory_word}; checking how much is free…")
             self.fit_label.setProperty("fits", "pending")
+        if self._size.from_files and self._checked_paths is not None:
+            source = f"the model in {self._checked_paths[0]} ({size_text(self._size.file_bytes)} of files)"
+        else:
+            source = f"the official Llama-3.1-8B-Omni ({size_text(self._size.file_bytes)} to download)"
         self.estimate_source_label.setText(
-            f"Estimates for {self._dims_source}, answers up to {self._max_new_tokens()} tokens."
+            f"Estimates for {source}, answers up to {self._max_new_tokens()} tokens."
         )

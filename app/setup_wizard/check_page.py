@@ -1,7 +1,14 @@
-"""Space and graphics card: the hub's file list against the free disk space, and the GPU summary."""
+"""Space and graphics card: the hub's file list against the free disk space, and the GPU summary.
+
+A failed check says why in words (app/error_words.py: "No internet connection (could not reach
+huggingface.co)", an HTTP status in words), logs the details, and "Check again" shows each try
+("Checking again (try 2)…", then the time of the last try), so a retry is visibly a retry.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +18,15 @@ from app.setup_wizard.page_ids import PAGE_DOWNLOAD
 from app.setup_wizard.texts import MB
 from app.tasks import run_in_background
 from app.widgets import ERROR_COLOUR, coloured, error_text, path_row
+from engine.errors import EngineError
 from engine.model_download import DownloadPlan, plan_download
 from engine.preflight import size_text
 from engine.store import DISK_MARGIN_BYTES
 
 if TYPE_CHECKING:
     from app.setup_wizard.wizard import SetupWizard
+
+logger = logging.getLogger(__name__)
 
 
 class CheckPage(QWizardPage):
@@ -28,6 +38,7 @@ class CheckPage(QWizardPage):
         self.plan: DownloadPlan | None = None
         self._fits_disk = False
         self._generation = 0
+        self.tries = 0  # checks started since the page was shown
         self.root_edit = QLineEdit(str(wizard.models_root))
         self.root_edit.setReadOnly(True)
         self.change_button = QPushButton("Change…")
@@ -51,6 +62,7 @@ class CheckPage(QWizardPage):
 
     def initializePage(self) -> None:
         self._show_gpu()
+        self.tries = 0
         self.start_check()
 
     def isComplete(self) -> bool:
@@ -65,10 +77,12 @@ class CheckPage(QWizardPage):
 
     def start_check(self) -> None:
         self._generation += 1
+        self.tries += 1
         generation = self._generation
         self.plan, self._fits_disk = None, False
         self.retry_button.hide()
-        self.disk_label.setText("Asking the model hub for the file list…")
+        again = f"Checking again (try {self.tries}): asking" if self.tries > 1 else "Asking"
+        self.disk_label.setText(f"{again} the model hub for the file list…")
         coloured(self.disk_label, None)
         self.completeChanged.emit()
         wizard = self._wizard
@@ -116,7 +130,11 @@ class CheckPage(QWizardPage):
     def _on_failed(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
-        self.disk_label.setText(error_text(exc))
+        unexpected = not isinstance(exc, OSError | EngineError)
+        logger.warning("Download check failed (try %d): %s", self.tries, exc, exc_info=unexpected)
+        when = time.strftime("%H:%M:%S")
+        tried = f"Tried {self.tries} times, last at {when}." if self.tries > 1 else f"Tried at {when}."
+        self.disk_label.setText(f"{error_text(exc)}\n{tried}")
         coloured(self.disk_label, ERROR_COLOUR)
         self.retry_button.show()
         self._wizard.checkFinished.emit(False)

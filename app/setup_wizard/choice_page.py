@@ -5,14 +5,17 @@ from __future__ import annotations
 from PySide6.QtWidgets import QButtonGroup, QRadioButton, QVBoxLayout, QWizardPage
 
 from app.setup_wizard.page_ids import PAGE_EXISTING, PAGE_LICENCE
+from engine.preflight import ModelSize, size_text
 
 
 class ChoicePage(QWizardPage):
-    def __init__(self) -> None:
+    def __init__(self, catalogue: ModelSize) -> None:
         super().__init__()
         self.setTitle("Welcome to OmniTalk")
-        self.setSubTitle("OmniTalk needs the LLaMA-Omni model (about 18 GB) and a small voice model.")
-        self.download_radio = QRadioButton("Download the model (about 18.5 GB; it can take a while)")
+        self.setSubTitle("OmniTalk needs the LLaMA-Omni model and a small voice model to talk with you.")
+        self.download_radio = QRadioButton(
+            f"Download the model (about {size_text(catalogue.file_bytes)}; it can take a while)"
+        )
         self.existing_radio = QRadioButton("I already have the files")
         self.download_radio.setChecked(True)
         group = QButtonGroup(self)

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWizardPage
 
 from app.setup_wizard.page_ids import PAGE_DONE
+from engine.preflight import size_text
 
 if TYPE_CHECKING:
     from app.setup_wizard.wizard import SetupWizard
@@ -33,9 +34,11 @@ class DonePage(QWizardPage):
     def _refresh(self) -> None:
         if self._wizard.currentId() != PAGE_DONE:
             return
-        paths = self._wizard.model_paths()
+        paths, figures = self._wizard.model_paths(), self._wizard.figures
         lines = [f"Model: {paths.model_dir}", f"Voice (vocoder): {paths.vocoder_dir}"]
         if paths.speech_encoder is not None:
             lines.append(f"Speech encoder: {paths.speech_encoder}")
+        if figures.from_files:
+            lines.append(f"Files: {size_text(figures.file_bytes)} on disk")
         lines += ["", self._wizard.gpu_summary(), "", "You can change all of this later in Settings."]
         self.summary.setText("\n".join(lines))

@@ -155,8 +155,8 @@ class DownloadPage(QWizardPage):
             coloured(self.message_label, None)
             self.retry_button.setText("Resume")
         else:
-            if not isinstance(exc, EngineError | OSError):
-                logger.error("Model download failed unexpectedly", exc_info=exc)
+            unexpected = not isinstance(exc, EngineError | OSError)
+            logger.warning("Model download stopped: %s", exc, exc_info=exc if unexpected else None)
             self.file_label.setText("The download stopped.")
             self.message_label.setText(error_text(exc))
             coloured(self.message_label, ERROR_COLOUR)

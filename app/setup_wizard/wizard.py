@@ -1,9 +1,12 @@
 """First-run setup: download the model (after the licence) or point OmniTalk at files already on disk.
 
 Pages: choice → licence → space and GPU check → download → done, or choice → existing files → done.
-``SetupWizard.model_paths()`` gives the folders, ``licence_accepted()`` and ``recommended_quant()``
-what to store in the settings. Listing, downloading, disk and GPU checks and folder validation run
-in the background (app.tasks); the Downloader's progress is marshalled to the UI thread.
+``SetupWizard.model_paths()`` gives the folders, ``licence_accepted()`` what to store in the settings.
+Listing, downloading, disk and GPU checks and folder validation run in the background (app.tasks);
+the Downloader's progress is marshalled to the UI thread. Size and memory figures come from
+``engine.preflight.model_size`` (the official release's until files are chosen or downloaded, then
+those files'), and the recommended precision from ``recommend_quant``: the rule the settings'
+"Automatic" and the engine use too.
 
 The download order: the hub listing → the index file (it tells whether the shards hold the Whisper
 encoder) → the other Omni files into ``model_dir`` → Whisper large-v3 into the same folder only if
@@ -38,20 +41,21 @@ from app.setup_wizard.page_ids import (
 )
 from app.tasks import run_in_background
 from app.words import QUANT_LABELS
-from engine.config import OFFICIAL_DIMS, QuantMode
+from engine.config import QuantMode
 from engine.model_download import DownloadSource
 from engine.paths import models_dir
 from engine.preflight import (
-    Estimates,
-    Estimator,
     ModelChecker,
+    ModelSize,
+    Sizer,
     SystemInfo,
     SystemProbe,
     check_model_folders,
-    estimate_all,
     gb,
+    model_size,
     probe_system,
     recommend_quant,
+    size_text,
 )
 from engine.store import Downloader, ModelPaths, default_model_paths
 
@@ -69,7 +73,7 @@ def _free_bytes(path: Path) -> int:
 class SetupWizard(QWizard):
     """Shown when no model is installed; ``exec()``, then read ``model_paths()`` and friends."""
 
-    systemChecked = Signal()  # GPUs and memory estimates are known
+    systemChecked = Signal()  # GPUs and memory estimates are known (again: new files, new figures)
     checkFinished = Signal(bool)  # the space check ended (True: the download can start)
     downloadProgressed = Signal(object)  # DownloadProgress, whole set
     downloadFinished = Signal(bool)  # True: done; False: failed or paused
@@ -83,7 +87,7 @@ class SetupWizard(QWizard):
         models_root: Path | None = None,
         downloader_factory: Callable[[], Downloader] = Downloader,
         probe: SystemProbe = probe_system,
-        estimator: Estimator = estimate_all,
+        sizer: Sizer = model_size,
         check_model: ModelChecker = check_model_folders,
         disk_free: Callable[[Path], int] = _free_bytes,
     ) -> None:
@@ -96,10 +100,14 @@ class SetupWizard(QWizard):
         self.new_downloader = downloader_factory
         self.check_model = check_model
         self.disk_free = disk_free
+        self.sizer = sizer
         self.system: SystemInfo | None = None
-        self.estimates: Estimates | None = None
+        self._max_new_tokens = AppSettings().max_new_tokens
+        # The official release's figures (arithmetic, no disk) until files are chosen or downloaded.
+        self.figures: ModelSize = sizer(None, max_new_tokens=self._max_new_tokens)
+        self._size_generation = 0
 
-        self.choice_page = ChoicePage()
+        self.choice_page = ChoicePage(self.figures)
         self.licence_page = LicencePage()
         self.check_page = CheckPage(self)
         self.download_page = DownloadPage(self)
@@ -115,13 +123,9 @@ class SetupWizard(QWizard):
         ):
             self.setPage(page_id, page)
         self.setStartId(PAGE_CHOICE)
-
-        max_tokens = AppSettings().max_new_tokens
-
-        def look() -> tuple[SystemInfo, Estimates]:
-            return probe(), estimator(OFFICIAL_DIMS, max_tokens)
-
-        run_in_background(look, self._on_system, self._on_system_failed, context=self)
+        self.validationFinished.connect(self._files_ready)
+        self.downloadFinished.connect(self._files_ready)
+        run_in_background(probe, self._on_system, self._on_system_failed, context=self)
 
     # ------------------------------------------------------------------------------ results
 
@@ -138,14 +142,35 @@ class SetupWizard(QWizard):
         return bool(self.field("licenceAccepted"))
 
     def recommended_quant(self) -> QuantMode | None:
-        if self.system is None or self.estimates is None:
+        if self.system is None:
             return None
-        return recommend_quant(self.estimates, self.system.target("auto"))
+        return recommend_quant(self.figures.memory, self.system.target("auto"))
+
+    def _files_ready(self, ok: bool) -> None:
+        if ok:
+            self.measure_model()
+
+    def measure_model(self) -> None:
+        """Figures for the chosen or downloaded files (their real sizes and dims), in the background."""
+        self._size_generation += 1
+        generation, sizer, paths, tokens = self._size_generation, self.sizer, self.model_paths(), self._max_new_tokens
+
+        def measured(figures: ModelSize) -> None:
+            if generation == self._size_generation:
+                self.figures = figures
+                self.systemChecked.emit()
+
+        run_in_background(
+            lambda: sizer(paths.model_dir, paths.speech_encoder, paths.vocoder_dir, max_new_tokens=tokens),
+            measured,
+            lambda exc: logger.warning("Could not measure %s: %s", paths.model_dir, exc),
+            context=self,
+        )
 
     # --------------------------------------------------------------------------- GPU summary
 
-    def _on_system(self, result: tuple[SystemInfo, Estimates]) -> None:
-        self.system, self.estimates = result
+    def _on_system(self, system: SystemInfo) -> None:
+        self.system = system
         self.systemChecked.emit()
 
     def _on_system_failed(self, exc: BaseException) -> None:
@@ -157,15 +182,13 @@ class SetupWizard(QWizard):
         if self.system is None:
             return "Looking at your graphics card…"
         target = self.system.target("auto")
-        if self.estimates is None:
-            return f"{target.name}: {gb(target.free_bytes)} free. (The memory estimate is not available.)"
-        quant = recommend_quant(self.estimates, target)
-        needed = self.estimates[(target.device_type, quant)]
+        quant = recommend_quant(self.figures.memory, target)
+        needed = self.figures.memory[(target.device_type, quant)]
         if target.device_type == "cpu":
             head = "No NVIDIA graphics card found: OmniTalk will run on the processor, which is very slow."
         else:
             head = f"{target.name} with {gb(target.free_bytes)} free of {gb(target.total_bytes)}."
-        advice = f"Recommended precision: {QUANT_LABELS[quant]}, needs about {gb(needed)}."
+        advice = f"Recommended precision: {QUANT_LABELS[quant]}, needs about {size_text(needed)}."
         if target.free_bytes is not None and needed > target.free_bytes:
             advice += (
                 f" That is more than the {gb(target.free_bytes)} free: close other programs that use "

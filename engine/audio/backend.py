@@ -3,7 +3,8 @@
 ``Recorder`` and ``Player`` talk to a :class:`SoundBackend`, never to ``sounddevice`` directly, so
 tests can inject a fake device whose callbacks they drive deterministically. The real backend
 wraps ``sounddevice`` (imported lazily: importing it loads PortAudio and enumerates devices) and
-turns every ``PortAudioError`` into an :class:`~engine.errors.AudioDeviceError` with fix text.
+turns every ``PortAudioError``, and a missing PortAudio library, into an
+:class:`~engine.errors.AudioDeviceError` with its reason and facts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from engine.errors import AudioDeviceError
+from engine.errors import AudioDeviceError, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,22 @@ _PA_INVALID_SAMPLE_RATE = -9997
 _PA_INVALID_DEVICE = -9996
 _PA_DEVICE_UNAVAILABLE = -9985
 
-FIX_NO_INPUT = (
-    "Connect a microphone, make sure it is enabled in the system sound settings, "
-    "then choose it under Settings > Audio (or click Refresh devices)."
-)
-FIX_NO_OUTPUT = (
-    "Connect speakers or headphones, make sure they are enabled in the system sound settings, "
-    "then choose them under Settings > Audio (or click Refresh devices)."
-)
+# Advice that holds in every interface (the app and the CLI add their own controls: engine/errors.py).
+FIX_NO_INPUT = "Connect a microphone and make sure it is enabled in the system's sound settings."
+FIX_NO_OUTPUT = "Connect speakers or headphones and make sure they are enabled in the system's sound settings."
 FIX_BUSY = "Close other programs that use the device exclusively (calls, recorders, DAWs), then try again."
-FIX_LOST = "Check that the device is still connected, click Refresh devices, and try again."
+FIX_LOST = "Check that the device is still connected, then look for devices again and retry."
+FIX_FORMAT = "Choose another device."
+# The shared library sounddevice loads, by distribution (apt / dnf package names).
+PORTAUDIO_PACKAGES = {"debian": "libportaudio2", "fedora": "portaudio"}
+FIX_PORTAUDIO = (
+    f"Install the PortAudio library ({PORTAUDIO_PACKAGES['debian']} on Debian/Ubuntu, "
+    f"{PORTAUDIO_PACKAGES['fedora']} on Fedora), then restart OmniTalk."
+)
+
+
+def no_device_fix(direction: Direction) -> str:
+    return FIX_NO_INPUT if direction == "input" else FIX_NO_OUTPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,22 +136,41 @@ def _portaudio_text(exc: BaseException) -> str:
 
 
 def audio_device_error(exc: BaseException, direction: Direction, device_name: str | None) -> AudioDeviceError:
-    """Turn a ``sounddevice.PortAudioError`` into an AudioDeviceError that says what to do."""
+    """Turn a ``sounddevice.PortAudioError`` into an AudioDeviceError with its reason and facts."""
     what = "microphone" if direction == "input" else "speaker"
     named = f" '{device_name}'" if device_name else ""
     code = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
     detail = _portaudio_text(exc)
+    facts = {"direction": direction, "device": device_name or "", "detail": detail}
     if code == _PA_DEVICE_UNAVAILABLE:
-        return AudioDeviceError(f"The {what}{named} is busy or unavailable ({detail}).", fix=FIX_BUSY)
+        return AudioDeviceError(
+            f"The {what}{named} is busy or unavailable ({detail}).",
+            fix=FIX_BUSY,
+            reason=Reason.DEVICE_BUSY,
+            facts=facts,
+        )
     if code in (_PA_INVALID_DEVICE, _PA_NOT_INITIALIZED):
-        fix = FIX_NO_INPUT if direction == "input" else FIX_NO_OUTPUT
-        return AudioDeviceError(f"The {what}{named} is not available ({detail}).", fix=fix)
+        return AudioDeviceError(
+            f"The {what}{named} is not available ({detail}).",
+            fix=no_device_fix(direction),
+            reason=Reason.DEVICE_NOT_CONNECTED if device_name else Reason.NO_DEVICE,
+            facts=facts,
+        )
     if code in (_PA_INVALID_SAMPLE_RATE, _PA_INVALID_CHANNEL_COUNT):
         return AudioDeviceError(
             f"The {what}{named} does not accept the requested format ({detail}).",
-            fix="Choose another device under Settings > Audio.",
+            fix=FIX_FORMAT,
+            reason=Reason.DEVICE_FORMAT,
+            facts=facts,
         )
-    return AudioDeviceError(f"Cannot open the {what}{named} ({detail}).", fix=FIX_LOST)
+    return AudioDeviceError(
+        f"Cannot open the {what}{named} ({detail}).", fix=FIX_LOST, reason=Reason.DEVICE_LOST, facts=facts
+    )
+
+
+def device_lost(direction: Direction, message: str) -> AudioDeviceError:
+    """A stream that stopped, stalled or never started."""
+    return AudioDeviceError(message, fix=FIX_LOST, reason=Reason.DEVICE_LOST, facts={"direction": direction})
 
 
 # PortAudio is process-global: re-initialising it while a stream is open would free that stream
@@ -193,12 +219,19 @@ class _TrackedStream:
 
 
 def _sounddevice() -> Any:
+    """The ``sounddevice`` module; AudioDeviceError(PORTAUDIO_MISSING) when PortAudio cannot be loaded.
+
+    Without the shared library, ``import sounddevice`` raises OSError ("PortAudio library not
+    found"); a failed import is not cached, so installing the library and retrying works.
+    """
     try:
         import sounddevice
-    except OSError as exc:  # libportaudio missing
+    except OSError as exc:
         raise AudioDeviceError(
             f"The PortAudio library could not be loaded ({exc}).",
-            fix="Reinstall OmniTalk; on Linux install the 'libportaudio2' package.",
+            fix=FIX_PORTAUDIO,
+            reason=Reason.PORTAUDIO_MISSING,
+            facts={"library": PORTAUDIO_PACKAGES["debian"], "detail": str(exc)},
         ) from exc
     return sounddevice
 
@@ -286,7 +319,9 @@ class SoundDeviceBackend:
             if _open_streams:
                 raise AudioDeviceError(
                     f"Cannot refresh audio devices while {_open_streams} stream(s) are open.",
-                    fix="Stop recording and playback first, then refresh.",
+                    fix="Stop recording and playback first, then look for devices again.",
+                    reason=Reason.STREAMS_OPEN,
+                    facts={"streams": _open_streams},
                 )
             try:
                 sd._terminate()

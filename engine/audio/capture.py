@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from engine.audio.backend import FIX_LOST, AudioStream, SoundBackend
+from engine.audio.backend import AudioStream, SoundBackend, device_lost
 from engine.audio.devices import DeviceSpec, default_backend, resolve_device
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, to_mono
 from engine.audio.ringbuffer import RingBuffer
@@ -342,16 +342,14 @@ class Recorder:
 
     def _health_error(self, callbacks: int, since_progress_s: float, since_open_s: float) -> AudioDeviceError | None:
         if self._stream_died:
-            return AudioDeviceError("The microphone stopped unexpectedly (was it unplugged?).", fix=FIX_LOST)
+            return device_lost("input", "The microphone stopped unexpectedly (was it unplugged?).")
         if callbacks == 0 and since_open_s > self._opts.first_callback_timeout_s:
-            return AudioDeviceError(
-                f"The microphone delivered no audio within {self._opts.first_callback_timeout_s:.0f} s.",
-                fix=FIX_LOST,
+            return device_lost(
+                "input", f"The microphone delivered no audio within {self._opts.first_callback_timeout_s:.0f} s."
             )
         if callbacks > 0 and since_progress_s > self._opts.stall_timeout_s:
-            return AudioDeviceError(
-                f"The microphone stopped delivering audio for {since_progress_s:.1f} s (was it unplugged?).",
-                fix=FIX_LOST,
+            return device_lost(
+                "input", f"The microphone stopped delivering audio for {since_progress_s:.1f} s (was it unplugged?)."
             )
         return None
 

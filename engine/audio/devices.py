@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 
 from engine.audio.backend import (
-    FIX_NO_INPUT,
-    FIX_NO_OUTPUT,
     AudioDevice,
     Direction,
     SoundBackend,
     SoundDeviceBackend,
+    no_device_fix,
 )
-from engine.errors import AudioDeviceError
+from engine.errors import AudioDeviceError, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +105,13 @@ def resolve_device(
     if found is not None:
         return found
     what = "microphone" if direction == "input" else "speaker"
-    fix = FIX_NO_INPUT if direction == "input" else FIX_NO_OUTPUT
+    fix = no_device_fix(direction)
     if spec is None or not any(_has_direction(d, direction) for d in devices):
-        raise AudioDeviceError(f"No {what} found.", fix=fix)
+        raise AudioDeviceError(f"No {what} found.", fix=fix, reason=Reason.NO_DEVICE, facts={"direction": direction})
     names = ", ".join(d.key for d in devices if _has_direction(d, direction))
-    raise AudioDeviceError(f"The {what} {spec!r} is not connected (available: {names}).", fix=fix)
+    raise AudioDeviceError(
+        f"The {what} {spec!r} is not connected (available: {names}).",
+        fix=fix,
+        reason=Reason.DEVICE_NOT_CONNECTED,
+        facts={"direction": direction, "device": str(spec), "available": names},
+    )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from engine.audio.backend import FIX_LOST, AudioStream, SoundBackend
+from engine.audio.backend import AudioStream, SoundBackend, device_lost
 from engine.audio.devices import DeviceSpec, default_backend, resolve_device
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.ringbuffer import RingBuffer
@@ -184,7 +184,7 @@ class Player:
     @property
     def error(self) -> AudioDeviceError | None:
         if self._error is None and self._stream_died:
-            self._error = AudioDeviceError("The speaker stopped unexpectedly (was it unplugged?).", fix=FIX_LOST)
+            self._error = device_lost("output", "The speaker stopped unexpectedly (was it unplugged?).")
         return self._error
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -516,7 +516,7 @@ class Player:
             if done < data.shape[0]:
                 self._raise_if_failed()
                 if deadline is not None and time.perf_counter() >= deadline:
-                    raise AudioDeviceError(f"The speaker accepted no audio for {timeout_s:.1f} s.", fix=FIX_LOST)
+                    raise device_lost("output", f"The speaker accepted no audio for {timeout_s:.1f} s.")
                 time.sleep(self._opts.block_s / 2)
         return True
 
@@ -537,11 +537,11 @@ class Player:
             self._last_progress = now
             return None
         if callbacks == 0 and now - self._started_at > self._opts.first_callback_timeout_s:
-            return AudioDeviceError(
-                f"The speaker did not start within {self._opts.first_callback_timeout_s:.0f} s.", fix=FIX_LOST
+            return device_lost(
+                "output", f"The speaker did not start within {self._opts.first_callback_timeout_s:.0f} s."
             )
         if callbacks > 0 and now - self._last_progress > self._opts.stall_timeout_s:
-            return AudioDeviceError("The speaker stopped taking audio (was it unplugged?).", fix=FIX_LOST)
+            return device_lost("output", "The speaker stopped taking audio (was it unplugged?).")
         return None
 
     def _close_stream(self) -> None:

@@ -107,7 +107,7 @@ def spec_vocab_size(spec: TinySpec) -> int:
 
 
 def spec_dims(spec: TinySpec, vocab_size: int | None = None) -> OmniDims:
-    """What ``engine.model.loader.read_dims`` reads back from a set written from ``spec``."""
+    """What ``engine.model.dims.read_dims`` reads back from a set written from ``spec``."""
     vocab = spec_vocab_size(spec) if vocab_size is None else vocab_size
     rope = spec.rope if spec.rope.rope_type == "llama3" else None
     llm = LlmDims(

@@ -7,7 +7,7 @@ Public API (import from the submodules; this package stays import-light for the 
     from engine.model.events import TokenStep, TurnDone     # what a turn yields
     from engine.config import DecodeOptions, ConversationOptions, QuantMode
     from engine.model.memory import estimate_memory, check_fits  # pre-flight (V)RAM check
-    from engine.model.loader import read_dims                # dims without loading weights
+    from engine.model.dims import read_dims                  # dims from the headers (no torch)
 
     model = OmniModel.load(model_dir, speech_encoder=None, device=None, quant=None,
                            on_progress=lambda fraction, message: ...)
@@ -18,7 +18,8 @@ Public API (import from the submodules; this package stays import-light for the 
     chat.reset()                                             # new conversation
 
 Modules: ``omni_config`` (config.json -> dims), ``safetensors_io`` (checked shard reading),
-``encoder_loading`` (Whisper from shards / .pt / HF folder), ``whisper_encoder`` (encoder + adapter),
+``encoder_loading`` (Whisper from shards / .pt / HF folder), ``pt_header`` (.pt structure without torch),
+``dims`` (a folder's dims from headers), ``whisper_encoder`` (encoder + adapter),
 ``llm`` (transformers LlamaForCausalLM on meta), ``quant`` (precision plan, bitsandbytes),
 ``memory`` (estimates), ``unit_decoder`` (CTC decoder with KV cache), ``prompt`` / ``tokens``
 (llama_3 template, tokenizer, streaming detokenizer), ``loader``, ``omni``, ``conversation``,

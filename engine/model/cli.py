@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vocoder-backend", choices=("auto", "onnx", "torch"), default="auto")
     p.add_argument("--out-json", help="write text, token ids, units and timings here")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--quant", choices=QUANT_MODES, default=None, help="default: nf4 on CUDA, fp32 on CPU")
+    p.add_argument("--quant", choices=QUANT_MODES, default=None, help="default: the best precision that fits")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the reference)")
     p.add_argument("--top-p", type=float, default=1.0)

@@ -140,7 +140,7 @@ class Conversation:
         wav = to_mono(np.asarray(audio, dtype=np.float32))
         wav = resample(wav, sample_rate_hz, MODEL_SAMPLE_RATE_HZ)
         if wav.size == 0:
-            raise BadInput("The recording is empty.", fix="Hold the talk key while speaking.")
+            raise BadInput("The recording is empty.", fix="Speak while recording.")
         return self._run(self.prompts.speech_turn_ids(), wav, decode or DecodeOptions(), should_stop or _never)
 
     def respond_text(

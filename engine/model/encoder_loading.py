@@ -2,15 +2,20 @@
 
 Search order (first hit wins):
 
-1. ``model.speech_encoder.*`` inside the Omni shards (openai-whisper names, no ``encoder.``).
-2. An openai-whisper checkpoint ``{"dims": {...}, "model_state_dict": {...}}``: the path the user
-   gives, else the config's ``speech_encoder`` (``models/speech_encoder/large-v3.pt``) resolved
-   against the model folder, its parent and grandparent, or ``<parent>/speech_encoder/<name>``.
-3. A Hugging Face ``openai/whisper-large-v3`` folder (``config.json`` + safetensors, HF names),
-   given by the user or found as ``<parent>/whisper-large-v3``.
+1. The path the user gives (``--speech-encoder``, Settings): an openai-whisper ``.pt`` or a
+   Hugging Face folder. Given explicitly, it wins over an encoder inside the Omni shards.
+2. ``model.speech_encoder.*`` inside the Omni shards (openai-whisper names, no ``encoder.``).
+3. An openai-whisper checkpoint ``{"dims": {...}, "model_state_dict": {...}}`` at the config's
+   ``speech_encoder`` (``models/speech_encoder/large-v3.pt``) resolved against the model folder,
+   its parent and grandparent, or ``<parent>/speech_encoder/<name>``.
+4. A Hugging Face ``openai/whisper-large-v3`` folder (``config.json`` + safetensors, HF names)
+   found as ``<parent>/whisper-large-v3``.
 
-``.pt`` files are read with ``torch.load(weights_only=True, mmap=True)``: no pickled code runs,
-and only the encoder's pages are touched.
+Finding the encoder reads headers only (safetensors headers, the ``.pt``'s pickle via
+``pt_header``: no torch import, no weights), so a folder check is fast. A ``.pt``'s stored
+``dims`` are authoritative. Weights are read on the first ``iter_tensors``: ``.pt`` files with
+``torch.load(weights_only=True, mmap=True)`` (no pickled code runs, only the encoder's pages are
+touched).
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.config import WHISPER_HEAD_DIM, EncoderDims
-from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
+from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing, Reason
 from engine.model.omni_config import read_json
+from engine.model.pt_header import DamagedCheckpoint, NotAZipCheckpoint, TensorHeader, UnsafePickle, read_pt_header
 from engine.model.safetensors_io import ShardSet, read_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -115,26 +122,72 @@ class EncoderSource:
 
 
 class EncoderCheckpoint:
-    """Encoder weights under openai-whisper names, readable one tensor at a time."""
+    """Encoder weights under openai-whisper names: shapes known at once, tensors read on demand."""
 
-    def __init__(self, source: EncoderSource, shapes: dict[str, tuple[int, ...]], reader: Any) -> None:
+    def __init__(
+        self,
+        source: EncoderSource,
+        shapes: dict[str, tuple[int, ...]],
+        open_reader: Callable[[], Callable[[str], torch.Tensor]],
+    ) -> None:
         self.source = source
         self.shapes = shapes
-        self._reader = reader  # callable name -> CPU tensor
+        self._open_reader = open_reader  # () -> (name -> CPU tensor); may read the whole file index
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        reader = self._open_reader()
         for name in self.shapes:
-            yield name, self._reader(name)
+            yield name, reader(name)
 
 
 def _from_shards(shards: ShardSet) -> EncoderCheckpoint:
     entries = {k[len(SHARD_ENCODER_PREFIX) :]: shards.entries[k] for k in shards.keys_with_prefix(SHARD_ENCODER_PREFIX)}
     shapes = {k: e.shape for k, e in entries.items()}
     source = EncoderSource("omni_shards", shards.folder, dims_from_shapes(shapes, shards.folder))
-    return EncoderCheckpoint(source, shapes, lambda name: read_tensor(entries[name]))
+    return EncoderCheckpoint(source, shapes, lambda: lambda name: read_tensor(entries[name]))
 
 
-def _load_pt(path: Path) -> dict[str, Any]:
+def _refused(path: Path, exc: Exception) -> ModelCorrupt:
+    return ModelCorrupt(
+        "The Whisper checkpoint contains objects other than plain weights; OmniTalk never runs code "
+        f"from model files ({exc}).",
+        path=path,
+        fix="Download the official large-v3.pt again.",
+    )
+
+
+def _damaged(path: Path, exc: Exception) -> ModelCorrupt:
+    return ModelCorrupt(
+        f"The Whisper checkpoint cannot be read (truncated or damaged): {exc}",
+        path=path,
+        fix="Download large-v3.pt again.",
+    )
+
+
+def _load_pt(path: Path) -> Mapping[str, Any]:
+    """The checkpoint's structure with tensors as TensorHeaders (headers only; torch for legacy files)."""
+    try:
+        ckpt = read_pt_header(path)
+    except FileNotFoundError as exc:
+        raise ModelMissing("The Whisper checkpoint is missing.", path=path, fix="Download large-v3.pt.") from exc
+    except UnsafePickle as exc:
+        raise _refused(path, exc) from exc
+    except (DamagedCheckpoint, OSError) as exc:
+        raise _damaged(path, exc) from exc
+    except NotAZipCheckpoint:
+        ckpt = _torch_load(path)  # the pre-1.6 format (or a damaged file): torch reads or refuses it
+    if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
+        raise ModelIncompatible(
+            "This .pt file is not an openai-whisper checkpoint (no dims/model_state_dict).",
+            path=path,
+            fix="Use openai-whisper's large-v3.pt.",
+        )
+    return ckpt
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
     try:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -145,32 +198,20 @@ def _load_pt(path: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise ModelMissing("The Whisper checkpoint is missing.", path=path, fix="Download large-v3.pt.") from exc
     except pickle.UnpicklingError as exc:
-        raise ModelCorrupt(
-            "The Whisper checkpoint contains objects other than plain weights; OmniTalk never runs code "
-            f"from model files ({exc}).",
-            path=path,
-            fix="Download the official large-v3.pt again.",
-        ) from exc
+        raise _refused(path, exc) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelCorrupt(
-            f"The Whisper checkpoint cannot be read (truncated or damaged): {exc}",
-            path=path,
-            fix="Download large-v3.pt again.",
-        ) from exc
-    if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
-        raise ModelIncompatible(
-            "This .pt file is not an openai-whisper checkpoint (no dims/model_state_dict).",
-            path=path,
-            fix="Use openai-whisper's large-v3.pt.",
-        )
+        raise _damaged(path, exc) from exc
     return ckpt
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return value.shape if isinstance(value, TensorHeader) else tuple(value.shape)
 
 
 def _from_pt(path: Path) -> EncoderCheckpoint:
     ckpt = _load_pt(path)
-    state = {
-        k[len(PT_ENCODER_PREFIX) :]: v for k, v in ckpt["model_state_dict"].items() if k.startswith(PT_ENCODER_PREFIX)
-    }
+    state = ckpt["model_state_dict"]
+    shapes = {k[len(PT_ENCODER_PREFIX) :]: _shape(v) for k, v in state.items() if k.startswith(PT_ENCODER_PREFIX)}
     d = ckpt["dims"]
     try:
         dims = EncoderDims(
@@ -182,8 +223,12 @@ def _from_pt(path: Path) -> EncoderCheckpoint:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelIncompatible(f"The Whisper checkpoint's dims are incomplete: {exc}", path=path) from exc
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return EncoderCheckpoint(EncoderSource("whisper_pt", path, dims), shapes, state.__getitem__)
+
+    def open_reader() -> Callable[[str], torch.Tensor]:
+        tensors = _torch_load(path)["model_state_dict"]
+        return lambda name: tensors[PT_ENCODER_PREFIX + name]
+
+    return EncoderCheckpoint(EncoderSource("whisper_pt", path, dims), shapes, open_reader)
 
 
 def _from_hf(folder: Path) -> EncoderCheckpoint:
@@ -213,7 +258,8 @@ def _from_hf(folder: Path) -> EncoderCheckpoint:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelIncompatible(f"Whisper config.json lacks {exc}.", path=folder / "config.json") from exc
     shapes = {k: e.shape for k, e in entries.items()}
-    return EncoderCheckpoint(EncoderSource("hf_folder", folder, dims), shapes, lambda name: read_tensor(entries[name]))
+    source = EncoderSource("hf_folder", folder, dims)
+    return EncoderCheckpoint(source, shapes, lambda: lambda name: read_tensor(entries[name]))
 
 
 def _open_path(path: Path) -> EncoderCheckpoint:
@@ -247,12 +293,12 @@ def open_encoder(
     model_dir: Path, shards: ShardSet, config_path: str | None, user_path: str | Path | None = None
 ) -> EncoderCheckpoint:
     """The first encoder found in the documented order; ``ModelMissing`` lists where it looked."""
-    if shards.keys_with_prefix(SHARD_ENCODER_PREFIX):
-        if user_path is not None:
-            logger.info("speech encoder found inside the Omni shards; %s is not needed", user_path)
-        return _from_shards(shards)
     if user_path is not None:
+        if shards.keys_with_prefix(SHARD_ENCODER_PREFIX):
+            logger.info("Using the speech encoder %s given explicitly, not the one inside the Omni shards", user_path)
         return _open_path(Path(user_path).expanduser())
+    if shards.keys_with_prefix(SHARD_ENCODER_PREFIX):
+        return _from_shards(shards)
     looked: list[Path] = []
     for candidate in pt_candidates(model_dir, config_path):
         looked.append(candidate)
@@ -266,5 +312,7 @@ def open_encoder(
     raise ModelMissing(
         f"No Whisper speech encoder found (not in the shards; looked at {shown} ...).",
         path=model_dir,
-        fix="Download Whisper large-v3.pt next to the model (speech_encoder/large-v3.pt) or pass --speech-encoder.",
+        fix="Put Whisper large-v3.pt next to the model (speech_encoder/large-v3.pt), or name the encoder file.",
+        reason=Reason.ENCODER_NOT_FOUND,
+        facts={"looked": "; ".join(str(p) for p in looked)},
     )

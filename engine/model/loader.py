@@ -3,7 +3,7 @@
 Order of work, so that every error surfaces before memory is spent:
 
 1. ``config.json`` -> dims; tokenizer -> special ids; shard headers -> truncation/missing checks.
-2. Locate the Whisper encoder (``encoder_loading``); dims of every part are now known.
+2. Locate the Whisper encoder (``encoder_loading``); dims of every part are now known (``dims``).
 3. Pre-flight memory estimate against free (V)RAM (``NotEnoughMemory``).
 4. Build every module on the meta device, compare expected names/shapes with the headers
    (missing key, shape mismatch -> ``ModelIncompatible``), swap linears for bitsandbytes ones.
@@ -25,8 +25,9 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from engine.config import AdapterDims, OmniDims
+from engine.config import OmniDims
 from engine.errors import ModelIncompatible
+from engine.model.dims import ADAPTER_PREFIX, resolve_dims
 from engine.model.encoder_loading import SHARD_ENCODER_PREFIX, EncoderCheckpoint, EncoderSource, open_encoder
 from engine.model.llm import build_meta_llm, finalize_llm, llama_config
 from engine.model.memory import MemoryEstimate, available_memory, check_fits, estimate_memory
@@ -43,13 +44,12 @@ from engine.model.safetensors_io import ShardSet, read_tensor
 from engine.model.tokens import TextTokenizer
 from engine.model.unit_decoder import UnitDecoder
 from engine.model.whisper_encoder import SpeechAdapter, WhisperEncoder
+from engine.preflight import default_quant
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], None]
-ADAPTER_PREFIX = "model.speech_projector."
 UNIT_DECODER_PREFIX = "speech_generator."
-DEFAULT_ADAPTER_HIDDEN = 2048
 _PROGRESS_CONFIG = 0.02
 _PROGRESS_SHARDS_START = 0.05
 _PROGRESS_SHARDS_END = 0.85
@@ -77,29 +77,6 @@ def _progress(cb: ProgressCallback | None, fraction: float, message: str) -> Non
     logger.debug("load %.0f%%: %s", 100 * fraction, message)
     if cb is not None:
         cb(min(1.0, max(0.0, fraction)), message)
-
-
-def resolve_dims(config: OmniConfig, shards: ShardSet, encoder: EncoderSource) -> OmniDims:
-    if encoder.dims.n_audio_state != config.encoder_hidden_size:
-        raise ModelIncompatible(
-            f"The speech encoder has width {encoder.dims.n_audio_state}, config.json expects "
-            f"{config.encoder_hidden_size} (speech_encoder_hidden_size).",
-            path=encoder.path,
-            fix="Use Whisper large-v3 with this model.",
-        )
-    linear1 = shards.shape(ADAPTER_PREFIX + "linear1.weight")
-    hidden = linear1[0] if linear1 else DEFAULT_ADAPTER_HIDDEN
-    adapter = AdapterDims(config.encoder_hidden_size, config.ds_rate, hidden, config.llm.hidden_size)
-    return OmniDims(llm=config.llm, adapter=adapter, unit_decoder=config.unit_decoder, encoder=encoder.dims)
-
-
-def read_dims(model_dir: str | Path, speech_encoder: str | Path | None = None) -> OmniDims:
-    """Dims of a model folder without loading weights (for ``estimate_memory`` in the app)."""
-    model_dir = Path(model_dir)
-    config = read_omni_config(model_dir)
-    shards = ShardSet.open(model_dir)
-    encoder = open_encoder(model_dir, shards, config.speech_encoder, speech_encoder)
-    return resolve_dims(config, shards, encoder.source)
 
 
 def _shapes(module: nn.Module, prefix: str) -> dict[str, tuple[int, ...]]:
@@ -150,9 +127,8 @@ def load_parts(
     _progress(on_progress, 0.0, "Reading the model configuration")
     config = read_omni_config(model_dir)
     dev = resolve_device(device)
-    plan = make_plan(quant, dev)
-    if config.llm.tie_word_embeddings and plan.embed_on_host:
-        plan = dataclasses.replace(plan, embed_on_host=False)  # the head shares the table
+    if quant is not None:
+        make_plan(quant, dev)  # an unknown or unsupported precision fails before the files are read
     tokenizer = TextTokenizer.load(
         model_dir,
         config_eos_ids=config.eos_token_ids,
@@ -164,15 +140,23 @@ def load_parts(
     shards = ShardSet.open(model_dir)
     enc_ckpt = open_encoder(model_dir, shards, config.speech_encoder, speech_encoder)
     dims = resolve_dims(config, shards, enc_ckpt.source)
+    context = context_tokens or config.model_max_length
+    free = available_memory(dev)
+    if quant is None:  # the precision the app and the wizard call "recommended": one rule
+        quant = default_quant(dims, dev.type, free, max_new_tokens=max_new_tokens, context_tokens=context)
+        logger.info("precision %s chosen for %s (%s free)", quant, dev, free)
+    plan = make_plan(quant, dev)
+    if config.llm.tie_word_embeddings and plan.embed_on_host:
+        plan = dataclasses.replace(plan, embed_on_host=False)  # the head shares the table
 
     memory = estimate_memory(
         dims,
         plan.quant,
         device_type=dev.type,
-        context_tokens=context_tokens or config.model_max_length,
+        context_tokens=context,
         max_new_tokens=max_new_tokens,
     )
-    check_fits(memory, available_memory(dev), context_allocated=dev.type == "cuda")
+    check_fits(memory, free, context_allocated=dev.type == "cuda")
 
     llm = build_meta_llm(
         llama_config(config.llm, bos_id=tokenizer.special.bos_id, eos_ids=tuple(tokenizer.special.eos_ids))

@@ -12,11 +12,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.config import OmniDims, QuantMode
-from engine.errors import NotEnoughMemory
+from engine.errors import NotEnoughMemory, Reason
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +122,14 @@ def estimate_memory(
     return MemoryEstimate(quant=quant, device_type=device_type, parts=tuple(parts), host_bytes=host)
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Free bytes on ``device`` now (CUDA: driver's free VRAM; CPU: MemAvailable), None if unknown."""
-    if device.type == "cuda":
+def available_memory(device: torch.device | str) -> int | None:
+    """Free bytes on ``device`` now (CUDA: driver's free VRAM; CPU: MemAvailable), None if unknown.
+
+    The CPU answer needs no torch (the app asks it from its pre-flight checks).
+    """
+    if str(device).startswith("cuda"):
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     meminfo = Path("/proc/meminfo")
@@ -151,5 +158,13 @@ def check_fits(estimate: MemoryEstimate, available_bytes: int | None, *, context
         raise NotEnoughMemory(
             f"This model in {estimate.quant} needs about {needed / GB:.1f} GB of {where}; "
             f"{available_bytes / GB:.1f} GB is free.",
-            fix="Close other programs using the GPU, choose nf4, or shorten the context/answer length.",
+            fix=f"Close other programs that use the {where}, use a lower precision (nf4 needs the least), "
+            "or shorten the answers.",
+            reason=Reason.MEMORY_SHORT,
+            facts={
+                "quant": estimate.quant,
+                "device": estimate.device_type,
+                "needed_bytes": needed,
+                "free_bytes": available_bytes,
+            },
         )

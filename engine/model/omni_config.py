@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import LlmDims, RopeScaling, UnitDecoderDims
+from engine.config import OFFICIAL_DIMS, LlmDims, OmniDims, RopeScaling, UnitDecoderDims
 from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
 
 CONFIG_NAME = "config.json"
@@ -174,3 +174,24 @@ def read_omni_config(folder: str | Path) -> OmniConfig:
         eos_token_ids=tuple(dict.fromkeys(eos)),
         pad_token_id=int(pad) if isinstance(pad, int) else None,
     )
+
+
+MODEL_CARD_NAME = "README.md"
+_FRONT_MATTER_RE = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)
+_LICENCE_RE = re.compile(r"^license:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$", re.MULTILINE)
+
+
+def read_licence(folder: Path) -> str | None:
+    """The licence id in the model card's front matter (``license: apache-2.0``), or None."""
+    try:
+        card = (folder / MODEL_CARD_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    front = _FRONT_MATTER_RE.match(card)
+    found = _LICENCE_RE.search(front.group(1)) if front else None
+    return found.group(1).strip() if found else None
+
+
+def is_official(dims: OmniDims) -> bool:
+    """Dimensions of the released Llama-3.1-8B-Omni (whose licence terms then apply)."""
+    return dims.llm.n_params == OFFICIAL_DIMS.llm.n_params

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from engine.config import QUANT_MODES, QuantMode
-from engine.errors import BadInput, DeviceUnavailable
+from engine.errors import BadInput, DeviceUnavailable, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +52,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable(
             "CUDA was requested but no usable NVIDIA GPU/driver was found.",
-            fix="Install the NVIDIA driver and a CUDA build of PyTorch, or choose the CPU.",
+            fix="Install the NVIDIA driver and a CUDA build of PyTorch, or run on the CPU.",
+            reason=Reason.CUDA_UNAVAILABLE,
+            facts={"device": str(device)},
         )
     if dev.type not in ("cuda", "cpu"):
         raise DeviceUnavailable(f"Unsupported device {device!r}.", fix="Use 'cuda' or 'cpu'.")
     return dev
 
 
-def default_quant(device: torch.device) -> QuantMode:
-    return "nf4" if device.type == "cuda" else "fp32"
-
-
 def _cuda_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def make_plan(quant: str | None, device: torch.device) -> PrecisionPlan:
-    mode = quant or default_quant(device)
+def make_plan(mode: str, device: torch.device) -> PrecisionPlan:
+    """How each part is stored and computed for precision ``mode`` on ``device`` (the default mode
+    when the user has none is ``engine.preflight.default_quant``'s)."""
     if mode not in QUANT_MODES:
         raise BadInput(f"Unknown quantization {mode!r}.", fix=f"Use one of {', '.join(QUANT_MODES)}.")
     cuda = device.type == "cuda"
@@ -82,7 +81,12 @@ def make_plan(quant: str | None, device: torch.device) -> PrecisionPlan:
     else:
         compute = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[mode]
         if mode == "bf16" and cuda and not _cuda_bf16(device):
-            raise DeviceUnavailable("This GPU does not support bf16.", fix="Use --quant fp16 or nf4.")
+            raise DeviceUnavailable(
+                "This GPU does not support bf16.",
+                fix="Use fp16 or nf4 instead.",
+                reason=Reason.BF16_UNSUPPORTED,
+                facts={"device": str(device)},
+            )
         adapter, head, linear_quant = compute, compute, None
     encoder = torch.float16 if cuda else (torch.bfloat16 if mode == "bf16" else torch.float32)
     return PrecisionPlan(

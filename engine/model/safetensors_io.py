@@ -5,21 +5,27 @@ A shard is read one tensor at a time (``readinto`` a fresh buffer), so loading n
 tensor". Before any tensor is read, ``ShardSet.open`` checks what can go wrong with downloaded
 files: a shard named by the index is missing, a shard is truncated (its header promises more bytes
 than the file has), the index names a key the shard does not hold, a header is not valid JSON.
+
+Reading headers needs no torch (the app's "Check the files" stays fast); torch is imported when the
+first tensor is read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +34,18 @@ SINGLE_NAME = "model.safetensors"
 HEADER_LEN_BYTES = 8
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
+# safetensors dtype name -> (bytes per element, torch dtype attribute)
+DTYPES: dict[str, tuple[int, str]] = {
+    "F64": (8, "float64"),
+    "F32": (4, "float32"),
+    "F16": (2, "float16"),
+    "BF16": (2, "bfloat16"),
+    "I64": (8, "int64"),
+    "I32": (4, "int32"),
+    "I16": (2, "int16"),
+    "I8": (1, "int8"),
+    "U8": (1, "uint8"),
+    "BOOL": (1, "bool"),
 }
 
 REDOWNLOAD_FIX = "Download the model again (the file is damaged or incomplete)."
@@ -46,11 +53,12 @@ REDOWNLOAD_FIX = "Download the model again (the file is damaged or incomplete)."
 
 @dataclass(frozen=True, slots=True)
 class TensorEntry:
-    """Where one tensor lives: ``shape``, ``dtype`` and absolute byte range in ``path``."""
+    """Where one tensor lives: ``shape``, ``dtype`` (the safetensors name, "F16") and absolute byte
+    range in ``path``."""
 
     key: str
     path: Path
-    dtype: torch.dtype
+    dtype: str
     shape: tuple[int, ...]
     start: int
     end: int
@@ -85,12 +93,13 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         if key == "__metadata__":
             continue
         try:
-            dtype = DTYPES[info["dtype"]]
+            dtype = str(info["dtype"])
+            item_bytes = DTYPES[dtype][0]
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelCorrupt(f"Bad header entry for {key!r}.", path=path, fix=REDOWNLOAD_FIX) from exc
-        n_expected = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+        n_expected = math.prod(shape) * item_bytes
         if end - begin != n_expected or begin < 0:
             raise ModelCorrupt(f"Header entry for {key!r} has a wrong byte range.", path=path, fix=REDOWNLOAD_FIX)
         entries[key] = TensorEntry(key, path, dtype, shape, data_start + begin, data_start + end)
@@ -105,6 +114,9 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
 
 def read_tensor(entry: TensorEntry, handle: object | None = None) -> torch.Tensor:
     """Read one tensor into a fresh CPU buffer (no mmap). ``handle``: an open binary file."""
+    import torch
+
+    dtype = getattr(torch, DTYPES[entry.dtype][1])
     buf = bytearray(entry.n_bytes)
     if handle is None:
         with entry.path.open("rb") as f:
@@ -116,8 +128,8 @@ def read_tensor(entry: TensorEntry, handle: object | None = None) -> torch.Tenso
     if n_read != entry.n_bytes:
         raise ModelCorrupt(f"Could not read {entry.key!r}: file ended early.", path=entry.path, fix=REDOWNLOAD_FIX)
     if entry.n_bytes == 0:
-        return torch.empty(entry.shape, dtype=entry.dtype)
-    return torch.frombuffer(buf, dtype=entry.dtype).reshape(entry.shape)
+        return torch.empty(entry.shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=dtype).reshape(entry.shape)
 
 
 class ShardSet:

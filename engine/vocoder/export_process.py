@@ -6,7 +6,8 @@ the first model load. In a child process the GIL is not shared.
 
 Protocol: the child (``python -m engine.vocoder.export_process --vocoder DIR --out DIR --opset N``)
 writes one line per event on stdout, each ``@omnitalk-export `` followed by JSON:
-``{"progress": f, "message": m}``, then ``{"done": true}`` or ``{"error": {kind, message, path, fix}}``.
+``{"progress": f, "message": m}``, then ``{"done": true}`` or
+``{"error": {kind, message, path, fix, reason, facts}}``.
 Anything else it prints (torch warnings) is logged at debug level and its tail is quoted if the
 child dies without reporting. The child exits when its stdin closes, so it never outlives the app.
 """
@@ -103,7 +104,14 @@ def export_in_subprocess(
                 on_progress(float(message["progress"]), str(message["message"]))
             elif "error" in message:
                 err = message["error"]
-                reported = error_from_kind(err["kind"], err["message"], path=err.get("path"), fix=err.get("fix"))
+                reported = error_from_kind(
+                    err["kind"],
+                    err["message"],
+                    path=err.get("path"),
+                    fix=err.get("fix"),
+                    reason=err.get("reason"),
+                    facts=err.get("facts"),
+                )
             elif message.get("done"):
                 done = True
     finally:
@@ -145,7 +153,19 @@ def _exit_when_parent_goes() -> None:
 
 def _send_error(error: EngineError) -> None:
     path = None if error.path is None else str(error.path)
-    _send({"error": {"kind": error.kind, "message": error.message, "path": path, "fix": error.fix}})
+    reason = None if error.reason is None else error.reason.value
+    _send(
+        {
+            "error": {
+                "kind": error.kind,
+                "message": error.message,
+                "path": path,
+                "fix": error.fix,
+                "reason": reason,
+                "facts": dict(error.facts),
+            }
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

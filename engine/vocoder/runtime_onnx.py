@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from engine.errors import DeviceUnavailable, ModelCorrupt
+from engine.errors import DeviceUnavailable, ModelCorrupt, Reason
 from engine.vocoder.config import VocoderConfig
 from engine.vocoder.runtime import VocoderRuntime, check_device
 
@@ -61,7 +61,7 @@ def create_session(path: Path, device: str) -> tuple[onnxruntime.InferenceSessio
         raise ModelCorrupt(
             f"onnxruntime cannot open the vocoder export: {exc}",
             path=path,
-            fix="Run `python -m engine export-vocoder --force` to rebuild it.",
+            fix="Delete this file: the export is rebuilt the next time the model loads.",
         ) from exc
     if device != "cpu" and reason is None and CUDA_PROVIDER not in session.get_providers():
         cuda = getattr(onnxruntime, "cuda_version", "") or "?"
@@ -82,7 +82,12 @@ class OnnxVocoderRuntime(VocoderRuntime):
         providers = list(generator.get_providers())
         actual = "cuda" if CUDA_PROVIDER in providers else "cpu"
         if device == "cuda" and actual != "cuda":
-            raise DeviceUnavailable(f"The vocoder cannot run on the GPU: {reason}.", fix="Choose the CPU in settings.")
+            raise DeviceUnavailable(
+                f"The vocoder cannot run on the GPU: {reason}.",
+                fix="Run it on the CPU.",
+                reason=Reason.VOCODER_GPU_UNAVAILABLE,
+                facts={"detail": str(reason)},
+            )
         if device == "auto" and actual != "cuda":
             logger.warning("vocoder runs on CPU: %s", reason)
         super().__init__(config, actual, providers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.errors import DeviceUnavailable
+from engine.errors import DeviceUnavailable, Reason
 from engine.vocoder.model import UnitVocoder
 from engine.vocoder.runtime import VocoderRuntime, check_device
 
@@ -22,7 +22,8 @@ class TorchVocoderRuntime(VocoderRuntime):
         elif device == "cuda" and not torch.cuda.is_available():
             raise DeviceUnavailable(
                 "CUDA was requested for the vocoder but this PyTorch build cannot use a GPU.",
-                fix="Install the CUDA build of PyTorch or choose the CPU.",
+                fix="Install the CUDA build of PyTorch, or run on the CPU.",
+                reason=Reason.CUDA_UNAVAILABLE,
             )
         super().__init__(model.config, device, [f"torch-{device}"])
         self.model: UnitVocoder | None = model.to(device).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.xvfb import quit_with_ctrl_q, require_tools, xvfb_display  # noqa: F401  (fixture)
+from tests.xvfb import close_with_escape, quit_with_ctrl_q, require_tools, xvfb_display  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # a real window under Xvfb
 
@@ -49,13 +49,7 @@ def test_main_py_opens_a_real_window_and_quits(xvfb_display: str, tmp_path: Path
         if subprocess.run(["which", "import"], capture_output=True).returncode == 0:
             ARTIFACTS.mkdir(exist_ok=True)
             subprocess.run(["import", "-window", "root", str(ARTIFACTS / "first_run_xvfb.png")], env=env)
-        subprocess.run(["xdotool", "windowfocus", "--sync", wizard], env=env, check=True)
-        subprocess.run(["xdotool", "key", "Escape"], env=env, check=True)
-        deadline = time.monotonic() + 20
-        while subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^Set up OmniTalk$"], env=env,
-                             capture_output=True).returncode == 0:
-            assert time.monotonic() < deadline, "the setup wizard did not close on Escape"
-            time.sleep(0.1)
+        close_with_escape(env, wizard, "^Set up OmniTalk$")
         # Xvfb has no window manager, so focus the window directly (windowactivate needs a WM).
         assert quit_with_ctrl_q(env, window, proc) == 0
     finally:

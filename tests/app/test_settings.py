@@ -48,7 +48,7 @@ def test_invalid_values_fall_back_one_by_one(tmp_path: Path) -> None:
         )
     )
     result = load(path)
-    assert result.settings.quant == "nf4" and result.settings.temperature == 0.0
+    assert result.settings.quant == AppSettings().quant and result.settings.temperature == 0.0
     assert result.settings.max_new_tokens == 512
     assert result.settings.chunk_units == 80 and result.settings.talk_key == "F10"
     assert set(result.ignored) == {"quant", "temperature", "max_new_tokens"}

@@ -20,7 +20,7 @@ from engine.config import OFFICIAL_DIMS
 from engine.errors import AudioDeviceError, ModelMissing
 from engine.events import DevicesListed, Failed
 from engine.gpu import GpuInfo
-from engine.preflight import ModelCheck, SystemInfo, estimate_all, gb
+from engine.preflight import ModelCheck, ModelSize, SystemInfo, estimate_all, gb
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GB = 1_000_000_000
@@ -154,7 +154,7 @@ def test_controls_cannot_leave_the_valid_ranges(qtbot: QtBot) -> None:
         assert getattr(dialog.result_settings(), name) == high
         box.setValue(low - 1000)
         assert getattr(dialog.result_settings(), name) == low
-    assert set(dialog.model_tab.quant_buttons) == {"nf4", "int8", "fp16", "bf16", "fp32"}
+    assert set(dialog.model_tab.quant_buttons) == {"auto", "nf4", "int8", "fp16", "bf16", "fp32"}
 
 
 def test_latency_presets_and_custom_values(qtbot: QtBot) -> None:
@@ -236,7 +236,10 @@ def test_validation_runs_in_the_background(qtbot: QtBot, tmp_path: Path) -> None
         dims = OFFICIAL_DIMS
         return ModelCheck(dims=dims, summary="LLaMA-Omni: 32 layers")
 
-    dialog = _dialog(qtbot, AppSettings(), check_model=slow_check)
+    def sizer(model_dir: Path | None, encoder: Path | None = None, vocoder: Path | None = None, *, max_new_tokens: int):
+        return ModelSize(model_dir is not None, OFFICIAL_DIMS, 1_000_000, estimate_all(OFFICIAL_DIMS, max_new_tokens))
+
+    dialog = _dialog(qtbot, AppSettings(), check_model=slow_check, sizer=sizer)
     dialog.model_tab.model_dir_edit.setText(str(tmp_path / "omni"))
     dialog.model_tab.vocoder_dir_edit.setText(str(tmp_path / "voc"))
     dialog.model_tab.validate_button.click()  # returns at once although the check blocks
@@ -252,7 +255,7 @@ def test_validation_runs_in_the_background(qtbot: QtBot, tmp_path: Path) -> None
     assert finished.args == [True]
     assert seen == [(tmp_path / "omni", None, tmp_path / "voc")]
     assert dialog.model_tab.validation_label.text() == "✓ Found LLaMA-Omni: 32 layers."
-    assert "the model in" in dialog.model_tab.estimate_source_label.text()
+    assert f"the model in {tmp_path / 'omni'} (1.0 MB of files)" in dialog.model_tab.estimate_source_label.text()
 
 
 def test_validation_with_no_folder_asks_for_one(qtbot: QtBot) -> None:

@@ -216,7 +216,9 @@ def test_not_enough_disk_space_blocks_next(qtbot: QtBot, hub: FakeHub) -> None:
     assert wizard.check_page.retry_button.isVisible()
 
 
-def test_unreachable_hub_shows_the_error_and_a_retry(qtbot: QtBot, hub: FakeHub) -> None:
+def test_unreachable_hub_says_so_in_words_logs_it_and_shows_each_retry(
+    qtbot: QtBot, caplog: pytest.LogCaptureFixture
+) -> None:
     wizard = SetupWizard(
         source=DownloadSource(endpoint="http://127.0.0.1:9", vocoder_base_url="http://127.0.0.1:9/v"),
         downloader_factory=_fast_downloader,
@@ -229,11 +231,34 @@ def test_unreachable_hub_shows_the_error_and_a_retry(qtbot: QtBot, hub: FakeHub)
     with qtbot.waitSignal(wizard.checkFinished, timeout=20_000) as checked:
         _next(wizard)
     assert checked.args == [False]
-    assert "Could not list the model's files" in wizard.check_page.disk_label.text()
-    assert "Check your internet connection" in wizard.check_page.disk_label.text()
+    label = wizard.check_page.disk_label
+    assert label.text().startswith("No internet connection (could not reach 127.0.0.1).")
+    assert "urlopen error" not in label.text() and "Errno" not in label.text()
+    assert "Tried at " in label.text()
+    assert any("Download check failed (try 1)" in r.getMessage() and "127.0.0.1:9" in r.getMessage()
+               for r in caplog.records)
     assert wizard.check_page.retry_button.isVisible()
     assert not wizard.button(QWizard.WizardButton.NextButton).isEnabled()
+
+    with qtbot.waitSignal(wizard.checkFinished, timeout=20_000):
+        wizard.check_page.retry_button.click()
+        assert label.text().startswith("Checking again (try 2)")  # at once: the click did something
+    assert "Tried 2 times, last at " in label.text()
+    assert any("Download check failed (try 2)" in r.getMessage() for r in caplog.records)
     qtbot.waitUntil(lambda: "No NVIDIA graphics card found" in wizard.check_page.gpu_label.text())
+
+
+def test_an_http_error_is_named_in_words(qtbot: QtBot, hub: FakeHub) -> None:
+    source = DownloadSource(endpoint=hub.base, repo_id="nobody/nothing-here", vocoder_base_url=hub.base + "/vocoder")
+    wizard = SetupWizard(source=source, downloader_factory=_fast_downloader, probe=lambda: SystemInfo((), 8 * GB))
+    qtbot.addWidget(wizard)
+    wizard.show()
+    _next(wizard)
+    wizard.licence_page.accept_check.setChecked(True)
+    with qtbot.waitSignal(wizard.checkFinished, timeout=20_000):
+        _next(wizard)
+    text = wizard.check_page.disk_label.text()
+    assert "127.0.0.1 answered 404 Not Found: the file is not there (it may have moved)." in text
 
 
 def test_wrong_checksum_shows_the_error_and_retry_fixes_it(qtbot: QtBot, hub: FakeHub) -> None:

@@ -179,7 +179,7 @@ def test_controls_disabled_until_a_model_is_ready(qtbot: QtBot) -> None:
     window = MainWindow(EngineBridge(FakeEngine), AppSettings())
     qtbot.addWidget(window)
     assert not window.talk_button.isEnabled() and not window.text_input.isEnabled()
-    assert "Settings" in window.status_label.text()
+    assert "File → Set up model…" in window.status_label.text()  # the way to a model
 
 
 def test_a_model_failure_opens_a_dialog_that_says_what_to_do(setup, qtbot: QtBot) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from engine.bench.latency import RawTurn, analyse, chunkings, first_chunk_step
 from engine.bench.probes import StepTiming, VocoderCall
 from engine.bench.sizes import full_dims, spec_dims, write_streamed_omni
 from engine.events import ChunkingOptions, TurnMetrics
-from engine.model.loader import read_dims
+from engine.model.dims import read_dims
 from engine.tiny import TinySpec, write_tiny_set
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

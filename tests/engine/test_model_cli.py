@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,13 @@ def test_respond_reports_engine_errors(tmp_path: Path, capsys) -> None:
     assert "error (model_missing)" in capsys.readouterr().err
     assert main(["respond", "--model", str(tmp_path), "--input", str(tmp_path / "nope.wav")]) == 2
     assert "error (bad_input)" in capsys.readouterr().err
+
+
+def test_the_command_line_names_its_own_options_in_advice(tiny_omni, tmp_path: Path, capsys) -> None:
+    """The engine's advice names no interface's controls; the CLI adds its options (engine/errors.py)."""
+    omni = tmp_path / "omni"
+    shutil.copytree(tiny_omni.omni, omni)  # without ../speech_encoder: no Whisper anywhere
+    assert main(["respond", "--model", str(omni), "--text", "hi", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error (model_missing): No Whisper speech encoder found" in err
+    assert f"[file: {omni}]" in err and "Fix: Pass --speech-encoder PATH" in err

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing, NotEnoughMemory
+from engine.config import EncoderDims
+from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing, NotEnoughMemory, Reason
 from engine.model import loader
+from engine.model.dims import read_dims
 from engine.model.omni import OmniModel
-from engine.tiny import write_tiny_set
+from engine.tiny import WhisperTextDims, whisper_state_dict, write_tiny_set, write_whisper_pt
 
 from .conftest import copy_tree
 
@@ -56,9 +58,23 @@ def test_every_encoder_layout_gives_the_same_encoder(
         torch.testing.assert_close(model.encode_speech(speech_16k), reference, rtol=0, atol=0)
 
 
-def test_shard_encoder_wins_over_a_given_path(tiny_omni_shards, tiny_omni) -> None:
-    model = _load(tiny_omni_shards.omni, speech_encoder=tiny_omni.hf_encoder)
-    assert model.encoder_source.kind == "omni_shards"
+def test_a_given_encoder_path_wins_over_the_shards_and_its_stored_dims_count(
+    tiny_omni_shards, tiny_omni, tmp_path: Path, speech_16k
+) -> None:
+    """``--speech-encoder PATH`` is used even when the shards hold ``model.speech_encoder.*``, and a
+    Whisper .pt's stored dims are what the encoder is built with (here 3 layers and 4 heads, where
+    the shards' encoder has 2 and 2: the shapes alone would say 2 heads)."""
+    enc = EncoderDims(n_mels=128, n_audio_ctx=1500, n_audio_state=128, n_audio_head=4, n_audio_layer=3)
+    pt = write_whisper_pt(tmp_path / "other.pt", enc, WhisperTextDims(), whisper_state_dict(enc, WhisperTextDims(), 7))
+    given = _load(tiny_omni_shards.omni, speech_encoder=pt)
+    assert given.encoder_source.kind == "whisper_pt" and given.encoder_source.path == pt
+    assert given.dims.encoder == enc and len(given.encoder.blocks) == 3
+    assert read_dims(tiny_omni_shards.omni, pt).encoder == enc  # the folder check agrees
+    default = _load(tiny_omni_shards.omni)
+    assert default.encoder_source.kind == "omni_shards" and default.dims.encoder.n_audio_layer == 2
+    assert not torch.equal(given.encode_speech(speech_16k), default.encode_speech(speech_16k))
+    hf_given = _load(tiny_omni_shards.omni, speech_encoder=tiny_omni.hf_encoder)
+    assert hf_given.encoder_source.kind == "hf_folder"
 
 
 def test_hf_whisper_folder_is_a_genuine_transformers_checkpoint(tiny_omni_model, tiny_omni, speech_16k) -> None:
@@ -155,7 +171,9 @@ def test_missing_encoder_everywhere(tiny_omni, tmp_path: Path) -> None:
     omni = _omni_copy(tiny_omni, tmp_path, with_encoder=False)
     with pytest.raises(ModelMissing, match="No Whisper speech encoder") as info:
         _load(omni)
-    assert "--speech-encoder" in info.value.fix
+    assert info.value.reason is Reason.ENCODER_NOT_FOUND
+    assert str(omni / "models/speech_encoder/large-v3.pt") in str(info.value.facts["looked"]).split("; ")
+    assert "--" not in (info.value.fix or ""), "the engine names no interface's controls (engine/errors.py)"
 
 
 def test_given_encoder_path_that_does_not_exist(tiny_omni, tmp_path: Path) -> None:
@@ -222,7 +240,7 @@ def test_not_enough_memory_is_refused_before_loading(tiny_omni, monkeypatch) -> 
 
 
 def test_read_dims_without_loading(tiny_omni) -> None:
-    dims = loader.read_dims(tiny_omni.omni)
+    dims = read_dims(tiny_omni.omni)
     assert dims.llm.hidden_size == 64 and dims.adapter.hidden_dim == 32
     assert dims.unit_decoder.upsample_factor == 25 and dims.unit_decoder.blank_id == 1000
     assert dims.llm.rope_scaling is not None and dims.llm.rope_scaling.factor == 8.0

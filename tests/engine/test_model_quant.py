@@ -125,7 +125,6 @@ def test_memory_estimate_for_the_8b_model_is_sane(real_dims: OmniDims) -> None:
 
 def test_precision_policy() -> None:
     cpu = torch.device("cpu")
-    assert make_plan(None, cpu).quant == "fp32"
     nf4 = make_plan("nf4", cpu)
     assert nf4.linear_quant == "nf4" and nf4.adapter_dtype == torch.float32 and nf4.compute_dtype == torch.float32
     assert not nf4.embed_on_host
@@ -184,8 +183,25 @@ def test_memory_estimate_of_a_loaded_model(tiny_omni_model) -> None:
 
 
 def test_estimate_is_exposed_without_loading(tiny_omni) -> None:
-    from engine.model.loader import read_dims
+    from engine.model.dims import read_dims
 
     dims = read_dims(tiny_omni.omni)
     assert estimate_memory(dims, "nf4").total_bytes < estimate_memory(dims, "fp16").total_bytes
     assert Path(tiny_omni.omni).is_dir()
+
+
+def test_no_precision_given_means_the_recommended_one(tiny_omni, monkeypatch) -> None:
+    """LoadModel(quant=None) applies engine.preflight's rule, as the wizard and Settings → Automatic do."""
+    from engine.model import loader
+    from engine.model.dims import read_dims
+    from engine.preflight import CONTEXT_TOKENS
+
+    dims = read_dims(tiny_omni.omni)
+    need = {q: estimate_memory(dims, q, device_type="cpu", context_tokens=CONTEXT_TOKENS, max_new_tokens=512)
+            for q in ("fp32", "bf16")}
+    between = (need["fp32"].total_bytes + need["bf16"].total_bytes) // 2  # bf16 fits, fp32 does not
+    monkeypatch.setattr(loader, "available_memory", lambda device: between)
+    model = OmniModel.load(tiny_omni.omni, device="cpu", quant=None)  # the tiny config: 2048 positions
+    assert model.plan.quant == "bf16"
+    monkeypatch.setattr(loader, "available_memory", lambda device: None)  # unknown: fp32 on the CPU
+    assert OmniModel.load(tiny_omni.omni, device="cpu", quant=None).plan.quant == "fp32"

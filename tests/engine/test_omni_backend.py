@@ -21,6 +21,7 @@ from engine.events import (
     Failed,
     LoadModel,
     LoadProgress,
+    ModelInfo,
     Ready,
     SendText,
     TextDelta,
@@ -65,6 +66,8 @@ def test_engine_loads_the_tiny_model_and_answers_like_the_model_itself(
     engine.send(LoadModel(model_dir=tiny_omni.omni, device="cpu", quant="fp32"))
     ready = log.wait_for(Ready, timeout_s=120)
     assert "LLaMA-Omni" in ready.summary and "vocoder: onnx on CPUExecutionProvider" in ready.summary
+    # What it runs on, as facts for Help → About: the providers the session uses, not the wheel's list.
+    assert ready.info == ModelInfo("cpu", "fp32", "onnx", ("CPUExecutionProvider",), licence=None, official=False)
     fractions = [p.fraction for p in log.of(LoadProgress)]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert not log.of(Failed)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import store
-from engine.errors import Cancelled, DiskFull, DownloadError
+from engine.errors import Cancelled, DiskFull, DownloadError, Reason
 from engine.store import Downloader, DownloadProgress, RemoteFile, hf_repo_files, index_has_speech_encoder
 from tests.fake_hub import FakeHub, serving
 
@@ -107,15 +107,30 @@ def test_server_errors_back_off_then_give_up(server: tuple[str, FakeHub], tmp_pa
     assert delays == [0.5, 1.0]  # exponential backoff, then success
     state.fail_status["/g.bin"] = [503] * 10
     state.files["/g.bin"] = PAYLOAD
-    with pytest.raises(DownloadError, match="after 3 retries"):
+    with pytest.raises(DownloadError, match="after 3 retries") as info:
         downloader.download([RemoteFile(f"{base}/g.bin", "g.bin", len(PAYLOAD), SHA)], tmp_path)
+    assert info.value.reason is Reason.HTTP_STATUS and info.value.facts["status"] == 503  # the app words it
 
 
 def test_not_found_is_not_retried(server: tuple[str, FakeHub], tmp_path: Path) -> None:
     base, state = server
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
         _downloader().download([RemoteFile(f"{base}/missing", "missing")], tmp_path)
     assert len(state.requests) == 1
+    assert info.value.reason is Reason.HTTP_STATUS
+    assert info.value.facts["status"] == 404 and info.value.facts["host"] == "127.0.0.1"
+
+
+def test_no_connection_is_a_fact_not_a_urlopen_repr(tmp_path: Path) -> None:
+    """A refused connection (the same for a DNS failure) after the retries: reason and host as facts."""
+    downloader = Downloader(retries=1, backoff_s=0.0, sleep=lambda _s: None)
+    with pytest.raises(DownloadError) as info:
+        downloader.download([RemoteFile("http://127.0.0.1:9/f.bin", "f.bin")], tmp_path)
+    assert info.value.reason is Reason.UNREACHABLE and info.value.facts["host"] == "127.0.0.1"
+    assert "<urlopen error" not in str(info.value)
+    with pytest.raises(DownloadError) as listing:
+        hf_repo_files(endpoint="http://127.0.0.1:9")
+    assert listing.value.reason is Reason.UNREACHABLE and listing.value.facts["host"] == "127.0.0.1"
 
 
 def test_cancel_keeps_the_part_for_resuming(server: tuple[str, FakeHub], tmp_path: Path) -> None:
