@@ -31,6 +31,7 @@ from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.vad import SpeechDetector
 from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing
 from engine.events import (
+    AdapterChanged,
     Cancel,
     CheckDevice,
     Command,
@@ -48,6 +49,7 @@ from engine.events import (
     Ready,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetOptions,
     Shutdown,
     StartTurn,
@@ -225,6 +227,10 @@ class Engine:
             self._replay(command.pcm)
         elif isinstance(command, CheckDevice):
             self._test_device(command)
+        elif isinstance(command, SetAdapter):
+            summary = self._require_model().model.set_adapter(command.adapter)
+            self._emit(ConversationReset())
+            self._emit(AdapterChanged(command.adapter, summary))
 
     # --------------------------------------------------------------------- loading
 

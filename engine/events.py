@@ -63,6 +63,7 @@ class LoadModel:
     vocoder_dir: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quant: str | None = None  # None: nf4 on CUDA, fp32 on CPU
+    adapter: Path | None = None  # a fine-tuned adapter folder (python -m engine finetune run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,13 @@ class CheckDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAdapter:
+    """Switch the loaded model to a fine-tuned adapter (None: back to the base), without reloading it."""
+
+    adapter: Path | None
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -127,6 +135,7 @@ Command = (
     | SetOptions
     | PlayAudio
     | CheckDevice
+    | SetAdapter
     | Shutdown
 )
 
@@ -243,6 +252,14 @@ class DeviceChecked:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterChanged:
+    """SetAdapter succeeded; the conversation was reset (its context came from the old weights)."""
+
+    adapter: Path | None
+    summary: str  # the model's description with the adapter now in use
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running. ``kind`` is an EngineError kind."""
 
@@ -265,5 +282,6 @@ Event = (
     | TurnFinished
     | ConversationReset
     | DeviceChecked
+    | AdapterChanged
     | Failed
 )

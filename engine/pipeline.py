@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +58,9 @@ class ModelBackend(Protocol):
 
     def reset(self) -> None:
         """Forget the conversation."""
+
+    def set_adapter(self, adapter: Path | None) -> str:
+        """Apply a fine-tuned adapter (None: none) in place and forget the conversation; -> summary."""
 
     def close(self) -> None: ...
 

@@ -19,6 +19,7 @@ from engine.bench.event_log import EventLog
 from engine.engine import Engine
 from engine.errors import ModelCorrupt
 from engine.events import (
+    AdapterChanged,
     AudioChunk,
     Cancel,
     CheckDevice,
@@ -36,6 +37,7 @@ from engine.events import (
     Ready,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetOptions,
     StartTurn,
     StateChanged,
@@ -391,3 +393,19 @@ def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
         assert not result.ok and result.message
     finally:
         h.engine.shutdown()
+
+
+def test_set_adapter_switches_in_place_and_resets_the_conversation(harness: Harness, tmp_path: Path) -> None:
+    harness.engine.send(SetAdapter(tmp_path / "mine"))
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "model_missing"  # no model loaded yet: nothing to apply it to
+    harness.load()
+    resets = harness.model.resets
+    harness.engine.send(SetAdapter(tmp_path / "mine"))
+    changed = harness.log.wait_for(AdapterChanged)
+    assert changed.adapter == tmp_path / "mine" and changed.summary.endswith("+ mine")
+    assert harness.log.of(ConversationReset) and harness.model.resets == resets + 1
+    mark = harness.log.mark()
+    harness.engine.send(SetAdapter(None))
+    assert harness.log.wait_for(AdapterChanged, since=mark).adapter is None
+    assert harness.model.adapters == [tmp_path / "mine", None] and harness.model.closed is False
