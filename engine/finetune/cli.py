@@ -170,7 +170,7 @@ def _options(args: argparse.Namespace) -> Any:
     from engine.finetune.plan import TrainOptions
 
     return TrainOptions(
-        model_dir=Path(args.model) if args.model else None,  # type: ignore[arg-type]
+        model_dir=Path(args.model) if args.model else None,
         data=Path(args.data),
         out=_out(args),
         speech_encoder=Path(args.speech_encoder) if args.speech_encoder else None,

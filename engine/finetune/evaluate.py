@@ -66,7 +66,7 @@ def greedy_answer(
 def evaluate_answers(
     model: OmniModel, items: Sequence[DataItem], options: ConversationOptions | None = None
 ) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in items:
         budget = len(answer_ids(model, item.answer)) + ANSWER_SLACK_TOKENS
         answer = greedy_answer(model, item, max_new_tokens=budget, options=options)
@@ -91,7 +91,7 @@ def evaluate_answers(
 @torch.no_grad()
 def evaluate_units(model: OmniModel, examples: Sequence[Example]) -> dict[str, Any]:
     """Unit error rate of the decoder on teacher-forced answers: edit distance / target units."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ex in examples:
         if not ex.units:
             continue
@@ -103,7 +103,7 @@ def evaluate_units(model: OmniModel, examples: Sequence[Example]) -> dict[str, A
 
 def forget_check(model: OmniModel, before: dict[str, str] | None = None) -> dict[str, Any]:
     """Greedy answers to ``FORGET_QUESTIONS``; with ``before``, whether each changed."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for question in FORGET_QUESTIONS:
         answer = greedy_answer(model, question, max_new_tokens=FORGET_MAX_TOKENS)
         row: dict[str, Any] = {"question": question, "answer": answer}

@@ -120,7 +120,8 @@ def llm_hidden(model: OmniModel, batch: Sequence[Example]) -> torch.Tensor:
 def stage1_loss_sum(model: OmniModel, batch: Sequence[Example]) -> tuple[torch.Tensor, int]:
     """Summed answer-token cross-entropy of the batch and the number of tokens it covers."""
     hidden = llm_hidden(model, batch)
-    picked, targets = [], []
+    picked: list[torch.Tensor] = []
+    targets: list[int] = []
     for i, ex in enumerate(batch):
         picked.append(hidden[i, _answer_positions(model, ex)])
         targets.extend(ex.ids[ex.n_prompt :])

@@ -213,10 +213,11 @@ _ALLOWED: dict[str, Any] = {
 }
 
 
-class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets us hook BUILD (joblib arrays)
+class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its BUILD can be hooked (joblib)
     """An allow-list unpickler (see the module docstring). ``storages`` resolves persistent ids."""
 
     dispatch = pickle._Unpickler.dispatch.copy()
+    stack: list[Any]
 
     def __init__(self, file: BinaryIO, storages: Callable[[tuple], Storage] | None = None) -> None:
         super().__init__(file)
@@ -246,21 +247,21 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets us hoo
         if isinstance(inst, np.dtype):  # (version, byteorder, ...): only the byte order matters
             self.stack.pop()
             order = state[1] if isinstance(state, tuple) and len(state) > 1 else "="
-            self.stack[-1] = inst.newbyteorder(order) if order in ("<", ">") else inst
+            self.stack[-1] = inst.newbyteorder("<" if order == "<" else ">") if order in ("<", ">") else inst
             return
         if not isinstance(inst, (InertRecord, _PendingArray, _JoblibArray)):
             raise ModelIncompatible(
                 f"The file sets the state of a {type(inst).__name__}, which OmniTalk does not allow.",
                 fix=REDOWNLOAD_FIX,
             )
-        super().load_build()
+        super().load_build()  # type: ignore[misc]  # typeshed omits the pure-Python opcode handlers
         top = self.stack[-1]
         if isinstance(top, _PendingArray):
             self.stack[-1] = top.array
         elif isinstance(top, _JoblibArray):
             self.stack[-1] = _read_joblib_array(top.state, self._file)
 
-    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
 
 def _read_exact(file: BinaryIO, n: int, what: str) -> bytes:

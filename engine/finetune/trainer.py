@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -131,6 +132,18 @@ def sequence_estimate(inspection: DataInspection, n_speech: int) -> tuple[int, i
     return TYPICAL_PROMPT_TOKENS + max(q + a for q, a in zip(question, answers, strict=True)), max(answers)
 
 
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory so far: allocated VRAM on CUDA, the process's peak RSS elsewhere (None if unknown)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 1e6, 1)
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6, 1)
+
+
 def free_memory(device: torch.device) -> int | None:
     return available_memory(device)
 
@@ -158,6 +171,7 @@ class Trainer:
         self.should_stop = should_stop
         if options.out is None or options.model_dir is None:
             raise BadInput("A training run needs --model and an output folder.")
+        self.model_dir: Path = options.model_dir
         self.out = Path(options.out)
         self.train_dir = training_dir(self.out)
         self.model: Any = None  # OmniModel once loaded
@@ -220,7 +234,7 @@ class Trainer:
 
         from engine.model.omni import OmniModel
 
-        model = OmniModel.load(opts.model_dir, opts.speech_encoder, device=device, quant=plan.precision.quant)
+        model = OmniModel.load(self.model_dir, opts.speech_encoder, device=device, quant=plan.precision.quant)
         self.model = model
         prompts = PromptBuilder(model.tokenizer, self._conversation_options())
         run_id = {
@@ -577,6 +591,7 @@ class Trainer:
                     "lr": lr,
                     "samples_per_s": round(stage.effective_batch / max(elapsed, 1e-9), 3),
                     "eta_s": round(step_time * (stage.total_steps - step - 1), 1),
+                "peak_memory_mb": peak_memory_mb(m.device),
                 }
             )
             if not math.isfinite(loss):
@@ -623,7 +638,7 @@ class Trainer:
         losses = {k: {"first": v[0], "last": v[-1], "steps": len(v)} for k, v in self.losses.items() if v}
         return AdapterMeta(
             base_fingerprint=run_id["base"],
-            base_name=Path(self.options.model_dir).name,
+            base_name=self.model_dir.name,
             llm_lora=replace(spec, dropout=0.0) if 1 in stages else None,
             unit_lora=replace(spec, dropout=0.0) if 2 in stages and plan.unit_mode == "lora" else None,
             has_projector=1 in stages,

@@ -84,8 +84,8 @@ def _config_sections(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """(model options, task options) from a hydra ``cfg`` dict or a legacy ``args`` Namespace."""
     cfg = ckpt.get("cfg")
     if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
-        task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-        return cfg["model"], task
+        task = cfg.get("task")
+        return cfg["model"], task if isinstance(task, dict) else {}
     args = ckpt.get("args")
     if isinstance(args, InertRecord) and isinstance(args.state, dict):
         return args.state, args.state
@@ -240,7 +240,8 @@ class HubertFeatures:
         except RuntimeError as exc:
             raise ModelIncompatible(f"HuBERT weights do not fit: {exc}", path=path, fix=WRONG_FILE_FIX) from exc
         dev = torch.device(device)
-        model = model.to(dev).eval().requires_grad_(False)
+        model.to(dev)  # type: ignore[arg-type]  # transformers' decorated .to() is typed too narrowly
+        model.eval().requires_grad_(False)
         return cls(model, dims, layer, dev)
 
     @torch.inference_mode()

@@ -81,9 +81,8 @@ def _owner(root: nn.Module, local: str) -> tuple[nn.Module, str]:
     """The module holding parameter ``local`` (LoRA wrappers are looked through) and its attribute."""
     module_path, _, attr = local.rpartition(".")
     module = root.get_submodule(module_path) if module_path else root
-    if hasattr(module, "get_base_layer"):
-        module = module.get_base_layer()
-    return module, attr
+    base = getattr(module, "get_base_layer", None)
+    return (base() if callable(base) else module), attr
 
 
 def _expected_shape(root: nn.Module, local: str) -> tuple[int, ...] | None:
@@ -92,7 +91,7 @@ def _expected_shape(root: nn.Module, local: str) -> tuple[int, ...] | None:
     except AttributeError:
         return None
     if type(module).__name__ in QUANTIZED_LINEARS and attr == "weight":
-        return (module.out_features, module.in_features)  # stored packed; the file has the real shape
+        return (int(getattr(module, "out_features")), int(getattr(module, "in_features")))  # noqa: B009 (stored packed)
     param = getattr(module, attr, None)
     return tuple(param.shape) if isinstance(param, torch.Tensor) else None
 
@@ -120,7 +119,8 @@ def _check_lora(root: nn.Module, state: Mapping[str, torch.Tensor], prefix: str,
             module = root.get_submodule(module_path)
         except AttributeError as exc:
             raise ModelIncompatible(f"The adapter targets {module_path}, which this model lacks.", path=path) from exc
-        base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+        get_base = getattr(module, "get_base_layer", None)
+        base = get_base() if callable(get_base) else module
         in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
         want = (spec.rank, in_f) if key.endswith("lora_A.weight") else (out_f, spec.rank)
         if tuple(tensor.shape) != want:

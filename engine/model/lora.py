@@ -42,7 +42,7 @@ class LoraSpec:
 
         return LoraConfig(
             r=self.rank,
-            lora_alpha=self.alpha,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]  # peft accepts any number
             lora_dropout=0.0 if inference else self.dropout,
             target_modules=list(self.targets),
             bias="none",
@@ -96,7 +96,7 @@ def lora_layers(root: nn.Module) -> dict[str, nn.Module]:
     """Module path -> peft LoRA wrapper, for every wrapper under ``root``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return {name: m for name, m in root.named_modules() if isinstance(m, BaseTunerLayer)}
+    return {name: m for name, m in root.named_modules() if isinstance(m, BaseTunerLayer)}  # type: ignore[misc]
 
 
 def inject_lora(root: nn.Module, spec: LoraSpec, *, inference: bool) -> int:

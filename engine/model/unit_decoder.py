@@ -157,7 +157,8 @@ class UnitDecoder(nn.Module):
     def _frames(self, states: torch.Tensor) -> torch.Tensor:
         """states: (N, llm_dim) -> (1, N * λ, dim). Projecting before repeating is the same per frame."""
         x = self.input_proj(states.to(self.input_proj.weight.dtype))
-        x = x.to(self.layers[0].input_layernorm.weight.dtype)  # fine-tuning keeps input_proj in fp32
+        first: UnitDecoderLayer = self.layers[0]  # type: ignore[assignment]
+        x = x.to(first.input_layernorm.weight.dtype)  # fine-tuning keeps input_proj in fp32
         return x.repeat_interleave(self.dims.upsample_factor, dim=0).unsqueeze(0)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
