@@ -131,9 +131,13 @@ class UnitModelPaths:
         return self.hubert.is_file() and self.kmeans.is_file()
 
 
-def default_unit_model_paths(root: Path | None = None) -> UnitModelPaths:
-    folder = (root or models_dir()) / UNIT_MODEL_DIR_NAME
+def unit_model_paths(folder: Path) -> UnitModelPaths:
     return UnitModelPaths(hubert=folder / HUBERT_FILE_NAME, kmeans=folder / KMEANS_FILE_NAME)
+
+
+def default_unit_model_paths(root: Path | None = None) -> UnitModelPaths:
+    """``<models>/mhubert/``: where ``finetune fetch-units`` puts the files and training looks."""
+    return unit_model_paths((root or models_dir()) / UNIT_MODEL_DIR_NAME)
 
 
 class _Transient(Exception):

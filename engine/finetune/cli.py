@@ -8,6 +8,9 @@ stdout carries one JSON object per line (``{"event": "step", "step", "loss", "lr
     2  bad input (data, model)   4  cancelled (SIGTERM/SIGINT: checkpoint first, then exit)
     1  an unexpected internal error (logged with its traceback on stderr)
 
+To stop a run gracefully, send SIGTERM (or SIGINT); on Windows, where SIGTERM cannot be caught,
+start the child in a new process group and send CTRL_BREAK_EVENT (SIGBREAK is handled the same).
+
 No traceback ever reaches stdout, and none is printed for the expected failures above.
 """
 
@@ -222,7 +225,7 @@ def _check(args: argparse.Namespace) -> int:
     emit = JsonLines()
 
     def work() -> None:
-        from engine.finetune.trainer import inspect_data
+        from engine.finetune.inputs import inspect_data
 
         options = _options(args)
         inspection = inspect_data(options, require_model=False)
@@ -248,8 +251,8 @@ def check_plan(options: Any, inspection: Any) -> Any:
     """The defaults ``run`` would choose, from the data and the free memory, without loading weights."""
     import torch
 
+    from engine.finetune.inputs import sequence_estimate
     from engine.finetune.plan import plan_training
-    from engine.finetune.trainer import sequence_estimate
     from engine.gpu import list_gpus
     from engine.model.memory import available_memory
 
@@ -299,9 +302,9 @@ def _fetch_units(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
 
         def work() -> None:
-            from engine.store import Downloader, default_unit_model_paths, unit_model_files
+            from engine.store import Downloader, default_unit_model_paths, unit_model_files, unit_model_paths
 
-            paths = default_unit_model_paths(Path(args.dir) if args.dir else None)
+            paths = unit_model_paths(Path(args.dir)) if args.dir else default_unit_model_paths()
             files = unit_model_files(args.base_url) if args.base_url else unit_model_files()
 
             def progress(p: Any) -> None:
@@ -358,6 +361,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_run)
 
     fetch = sub.add_parser("fetch-units", help="download mHuBERT + k-means for answer-speech units (checksummed)")
-    fetch.add_argument("--dir", help="target folder (default: <data dir>/models/mhubert)")
+    fetch.add_argument("--dir", help="target folder (default: <data dir>/models/mhubert, where training looks)")
     fetch.add_argument("--base-url", help=argparse.SUPPRESS)
     fetch.set_defaults(func=_fetch_units)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample
 from engine.config import ConversationOptions, DecodeOptions
+from engine.errors import Cancelled
 from engine.finetune.data import DataItem, load_question_audio
 from engine.finetune.examples import Example, answer_ids, answer_states, edit_distance
 from engine.model.events import TurnDone
@@ -63,11 +64,27 @@ def greedy_answer(
     return done[-1].text if done else ""
 
 
+StopCheck = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def _check_stop(should_stop: StopCheck) -> None:
+    if should_stop():
+        raise Cancelled("Stopped during the evaluation; resume with --resume.")
+
+
 def evaluate_answers(
-    model: OmniModel, items: Sequence[DataItem], options: ConversationOptions | None = None
+    model: OmniModel,
+    items: Sequence[DataItem],
+    options: ConversationOptions | None = None,
+    should_stop: StopCheck = _never,
 ) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for item in items:
+        _check_stop(should_stop)
         budget = len(answer_ids(model, item.answer)) + ANSWER_SLACK_TOKENS
         answer = greedy_answer(model, item, max_new_tokens=budget, options=options)
         rows.append(
@@ -89,10 +106,11 @@ def evaluate_answers(
 
 
 @torch.no_grad()
-def evaluate_units(model: OmniModel, examples: Sequence[Example]) -> dict[str, Any]:
+def evaluate_units(model: OmniModel, examples: Sequence[Example], should_stop: StopCheck = _never) -> dict[str, Any]:
     """Unit error rate of the decoder on teacher-forced answers: edit distance / target units."""
     rows: list[dict[str, Any]] = []
     for ex in examples:
+        _check_stop(should_stop)
         if not ex.units:
             continue
         predicted = units_offline(model.unit_decoder, answer_states(model, ex).to(model.device))
@@ -101,10 +119,13 @@ def evaluate_units(model: OmniModel, examples: Sequence[Example]) -> dict[str, A
     return {"n": n, "unit_error_rate": round(sum(r["uer"] for r in rows) / n, 4) if n else None, "items": rows}
 
 
-def forget_check(model: OmniModel, before: dict[str, str] | None = None) -> dict[str, Any]:
+def forget_check(
+    model: OmniModel, before: dict[str, str] | None = None, should_stop: StopCheck = _never
+) -> dict[str, Any]:
     """Greedy answers to ``FORGET_QUESTIONS``; with ``before``, whether each changed."""
     rows: list[dict[str, Any]] = []
     for question in FORGET_QUESTIONS:
+        _check_stop(should_stop)
         answer = greedy_answer(model, question, max_new_tokens=FORGET_MAX_TOKENS)
         row: dict[str, Any] = {"question": question, "answer": answer}
         if before is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -169,11 +168,3 @@ def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
 def units_fit(n_tokens: int, n_units: int, upsample: int) -> bool:
     """CTC needs at least one frame per target unit (plus blanks between repeats, none after dedup)."""
     return 0 < n_units <= n_tokens * upsample
-
-
-def audio_units(extractor: object, path: object) -> list[int]:
-    """Target units of an answer recording (engine.finetune.units.UnitExtractor)."""
-    from engine.finetune.data import read_audio
-
-    audio, rate, _ = read_audio(path)  # type: ignore[arg-type]
-    return extractor.units(np.asarray(audio), sample_rate_hz=rate)  # type: ignore[attr-defined]

@@ -2,9 +2,9 @@
 
 Stage 1 (question -> answer text) trains the speech adapter fully and LoRA layers on every Llama
 linear (QLoRA on an NF4 base on CUDA); stage 2 trains the unit decoder against CTC on the answer's
-speech units, everything else frozen, starting from the released decoder: LoRA on its layers and
-its input/output projections in full (the 425M-parameter decoder cannot be trained in full next to
-the LLM on an 8 GB card). ``--stage both`` runs stage 2 only when answer speech (or units) exist.
+speech units, everything else frozen, starting from the released decoder: in full, or (on a
+quantized base: an 8-12 GB card) LoRA on its layers plus its input/output projections (see
+``plan.choose_unit_mode``). ``--stage both`` runs stage 2 only when answer speech (or units) exist.
 
 The loop (``_train_stage``) is nanoGPT-plain: for each optimizer step, the step's examples are a
 pure function of (seed, stage, step), micro-batches accumulate gradients normalized by the step's
@@ -27,15 +27,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine.config import ConversationOptions, OmniDims
-from engine.errors import BadInput, Cancelled, ModelIncompatible, ModelMissing, NotEnoughMemory
+from engine.config import ConversationOptions
+from engine.errors import BadInput, Cancelled, NotEnoughMemory
 from engine.finetune.checkpoint import (
     TrainState,
     check_same_run,
@@ -45,19 +45,12 @@ from engine.finetune.checkpoint import (
     save_checkpoint,
     training_dir,
 )
-from engine.finetune.data import DataItem, DataReport, load_dataset, read_audio
+from engine.finetune.data import DataItem, DataReport
 from engine.finetune.evaluate import evaluate_answers, evaluate_units, forget_check
-from engine.finetune.examples import (
-    Example,
-    answer_states,
-    build_examples,
-    stage1_loss_sum,
-    stage2_loss_sum,
-    units_fit,
-)
+from engine.finetune.examples import Example, answer_states, build_examples, stage1_loss_sum, stage2_loss_sum
+from engine.finetune.inputs import inspect_data, sequence_estimate, unit_targets
 from engine.finetune.plan import (
     PRETRAINED_LR_SCALE,
-    TYPICAL_PROMPT_TOKENS,
     StagePlan,
     TrainOptions,
     TrainPlan,
@@ -66,12 +59,10 @@ from engine.finetune.plan import (
 )
 from engine.model.adapter import LORA_MARK
 from engine.model.adapter_files import AdapterMeta, now_iso, write_adapter
-from engine.model.loader import ADAPTER_PREFIX, UNIT_DECODER_PREFIX, read_dims
+from engine.model.loader import ADAPTER_PREFIX, UNIT_DECODER_PREFIX
 from engine.model.lora import PEFT_LLM_PREFIX, LoraSpec, inject_lora, lora_layers, lora_named_parameters
 from engine.model.memory import GB, available_memory
-from engine.model.omni_config import OmniConfig, read_omni_config
 from engine.model.prompt import PromptBuilder
-from engine.model.tokens import TextTokenizer
 from engine.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -80,56 +71,6 @@ Emit = Callable[[dict[str, Any]], None]
 GRAD_CLIP_NORM = 1.0
 DROPOUT_SEED_OFFSET = 500  # the stage's dropout stream, apart from its LoRA initialisation
 ETA_SMOOTHING = 0.3  # weight of the newest step time in the ETA's moving average
-UNIT_FILES_FIX = "Download the speech-unit model (mHuBERT, ~1 GB) or pass --hubert and --kmeans."
-
-
-@dataclass(frozen=True, slots=True)
-class DataInspection:
-    """What ``check`` shows and ``run`` starts from; no weights loaded."""
-
-    report: DataReport
-    config: OmniConfig | None
-    dims: OmniDims | None
-    tokenizer: TextTokenizer | None
-
-    def text_tokens(self, text: str) -> int:
-        if self.tokenizer is None:
-            return max(1, len(text) // 4)  # ~4 characters per Llama-3 token
-        return len(self.tokenizer.encode(text.strip(), add_special_tokens=False))
-
-    def answer_tokens(self, item: DataItem) -> int:
-        """The answer's tokens plus the closing <|eot_id|>."""
-        return self.text_tokens(item.answer) + 1
-
-
-def inspect_data(options: TrainOptions, *, require_model: bool) -> DataInspection:
-    config = tokenizer = dims = None
-    if options.model_dir is not None and (require_model or Path(options.model_dir).exists()):
-        config = read_omni_config(options.model_dir)
-        tokenizer = TextTokenizer.load(
-            options.model_dir,
-            config_eos_ids=config.eos_token_ids,
-            config_bos_id=config.bos_token_id,
-            config_pad_id=config.pad_token_id,
-        )
-        dims = read_dims(options.model_dir, options.speech_encoder)
-    count = (lambda text: len(tokenizer.encode(text, add_special_tokens=False))) if tokenizer else None
-    report = load_dataset(
-        options.data,
-        count_tokens=count,
-        unit_vocab_size=config.unit_decoder.unit_vocab_size if config else None,
-    )
-    return DataInspection(report, config, dims, tokenizer)
-
-
-def sequence_estimate(inspection: DataInspection, n_speech: int) -> tuple[int, int]:
-    """(longest example in LLM positions, longest answer in tokens) over the usable items."""
-    items = inspection.report.items
-    if not items:
-        return TYPICAL_PROMPT_TOKENS + n_speech, 1
-    question = [n_speech if i.spoken else inspection.text_tokens(i.question_text or "") for i in items]
-    answers = [inspection.answer_tokens(i) for i in items]
-    return TYPICAL_PROMPT_TOKENS + max(q + a for q, a in zip(question, answers, strict=True)), max(answers)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -142,10 +83,6 @@ def peak_memory_mb(device: torch.device) -> float | None:
         return None
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6, 1)
-
-
-def free_memory(device: torch.device) -> int | None:
-    return available_memory(device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -194,7 +131,7 @@ class Trainer:
             )
         assert inspection.dims is not None and inspection.tokenizer is not None
         items = list(report.items)
-        units, unit_notes = self._targets(inspection, items)
+        units, unit_notes = unit_targets(opts, inspection, items, self.emit)
         items = [replace(i, units=tuple(units[i.id])) if i.id in units else replace(i, units=None) for i in items]
         train = [i for i in items if i.id not in report.heldout_ids]
         heldout = [i for i in items if i.id in report.heldout_ids]
@@ -209,7 +146,7 @@ class Trainer:
         from engine.model.quant import resolve_device
 
         device = resolve_device(opts.device)
-        free = free_memory(device)
+        free = available_memory(device)
         seq_len, longest_answer = sequence_estimate(inspection, inspection.dims.n_speech_embeddings)
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         plan = plan_training(
@@ -286,68 +223,6 @@ class Trainer:
         shutil.rmtree(self.train_dir, ignore_errors=True)
         self.emit({"event": "done", "adapter": str(path), "metrics": meta.metrics})
         return path
-
-    # ---------------------------------------------------------------------------- targets
-
-    def _targets(self, inspection: DataInspection, items: list[DataItem]) -> tuple[dict[str, list[int]], list[str]]:
-        """Stage-2 units per item id (given, or extracted from answer speech), and notes on what was skipped."""
-        opts = self.options
-        notes: list[str] = []
-        units: dict[str, list[int]] = {i.id: list(i.units) for i in items if i.units}
-        need = [i for i in items if i.units is None and i.answer_audio is not None]
-        wants_stage2 = opts.stage in ("2", "both")
-        if not wants_stage2:
-            return {}, notes
-        if need:
-            extractor = self._unit_extractor(required=opts.stage == "2" and not units)
-            if extractor is None:
-                notes.append(
-                    f"{len(need)} answer recordings not turned into units: the speech-unit model is not "
-                    f"downloaded ({UNIT_FILES_FIX})"
-                )
-            else:
-                assert inspection.config is not None
-                if extractor.n_units != inspection.config.unit_decoder.unit_vocab_size:
-                    raise ModelIncompatible(
-                        f"The k-means has {extractor.n_units} units; the model's decoder expects "
-                        f"{inspection.config.unit_decoder.unit_vocab_size}.",
-                        fix=UNIT_FILES_FIX,
-                    )
-                for n, item in enumerate(need):
-                    assert item.answer_audio is not None
-                    audio, rate, _ = read_audio(item.answer_audio)
-                    units[item.id] = extractor.units(audio, sample_rate_hz=rate)
-                    self.emit({"event": "targets", "done": n + 1, "total": len(need)})
-        assert inspection.config is not None
-        upsample = inspection.config.unit_decoder.upsample_factor
-        for item_id in list(units):
-            item = next(i for i in items if i.id == item_id)
-            if not units_fit(inspection.answer_tokens(item), len(units[item_id]), upsample):
-                notes.append(
-                    f"{item_id}: {len(units[item_id])} speech units do not fit its "
-                    f"{inspection.answer_tokens(item)}-token answer; stage 2 skips it"
-                )
-                del units[item_id]
-        if not units:
-            notes.append("stage 2 skipped: no answer speech or units")
-        return units, notes
-
-    def _unit_extractor(self, required: bool) -> Any:
-        from engine.finetune.units import UnitExtractor
-        from engine.store import default_unit_model_paths
-
-        opts = self.options
-        paths = default_unit_model_paths()
-        hubert, kmeans = opts.hubert or paths.hubert, opts.kmeans or paths.kmeans
-        if not (Path(hubert).is_file() and Path(kmeans).is_file()):
-            if required or opts.hubert or opts.kmeans:
-                raise ModelMissing(
-                    "The speech-unit model (mHuBERT + k-means) is missing.", path=hubert, fix=UNIT_FILES_FIX
-                )
-            return None
-        from engine.model.quant import resolve_device
-
-        return UnitExtractor.load(hubert, kmeans, device=resolve_device(opts.device))
 
     # ------------------------------------------------------------------------------ resume
 
@@ -591,7 +466,7 @@ class Trainer:
                     "lr": lr,
                     "samples_per_s": round(stage.effective_batch / max(elapsed, 1e-9), 3),
                     "eta_s": round(step_time * (stage.total_steps - step - 1), 1),
-                "peak_memory_mb": peak_memory_mb(m.device),
+                    "peak_memory_mb": peak_memory_mb(m.device),
                 }
             )
             if not math.isfinite(loss):
@@ -615,11 +490,11 @@ class Trainer:
         result: dict[str, Any] = {}
         options = self._conversation_options()
         if heldout and 1 in stages:
-            result["answers"] = evaluate_answers(m, heldout, options)
+            result["answers"] = evaluate_answers(m, heldout, options, self.should_stop)
         if 2 in stages:
-            result["units"] = evaluate_units(m, [e for e in examples if e.units])
+            result["units"] = evaluate_units(m, [e for e in examples if e.units], self.should_stop)
         previous = {r["question"]: r["answer"] for r in before["forget"]["questions"]} if before else None
-        result["forget"] = forget_check(m, previous)
+        result["forget"] = forget_check(m, previous, self.should_stop)
         return result
 
     # ------------------------------------------------------------------------------ output

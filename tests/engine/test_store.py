@@ -267,3 +267,24 @@ def test_unit_model_files_are_checksum_verified(server: tuple[str, ServerState],
     honest = [RemoteFile(f.url, f.dest, None, SHA) for f in files]
     _downloader().download(honest, paths.hubert.parent)
     assert paths.complete and paths.kmeans.read_bytes() == PAYLOAD
+
+
+def test_fetch_units_command_reports_a_bad_download_as_bad_input(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from engine.__main__ import main
+    from engine.finetune import cli
+
+    base, state = server
+    for f in store.unit_model_files():
+        state.files[f"/hubert/{f.dest}"] = PAYLOAD  # not the published bytes: the checksum must catch it
+    out = io.StringIO()
+    monkeypatch.setattr(cli.sys, "stdout", out)
+    monkeypatch.setattr(cli.sys, "stderr", io.StringIO())
+    code = main(["finetune", "fetch-units", "--dir", str(tmp_path), "--base-url", base + "/hubert"])
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 2 and events[-1]["event"] == "error" and events[-1]["kind"] == "download"
+    assert any(e["event"] == "download" for e in events)
+    assert not store.unit_model_paths(tmp_path).complete  # a damaged file never lands in place
