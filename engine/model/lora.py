@@ -120,6 +120,8 @@ def remove_lora(root: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, child, layer.get_base_layer())  # type: ignore[operator]
+    if hasattr(root, "peft_config"):  # peft's bookkeeping of what it injected
+        del root.peft_config
     return len(layers)
 
 
