@@ -96,15 +96,15 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "stage":
         return f"stage {event['stage']}: {event['examples']} pairs, {event['total_steps']} steps"
     if kind == "eval":
-        parts = [f"evaluation {event['when']} training:"]
+        parts = []
         if event.get("answers"):
             a = event["answers"]
-            parts.append(f"held-out exact match {a['exact_match']}, WER {a['wer']}")
+            parts.append(f"held-out exact match {a['exact_match']:.0%}, word error rate {a['wer']:.2f}")
         if event.get("units") and event["units"].get("n"):
-            parts.append(f"unit error rate {event['units']['unit_error_rate']}")
+            parts.append(f"unit error rate {event['units']['unit_error_rate']:.2f}")
         if "changed" in event.get("forget", {}):
             parts.append(f"{event['forget']['changed']} of {len(event['forget']['questions'])} general answers changed")
-        return " ".join(parts)
+        return f"evaluation {event['when']} training: " + ("; ".join(parts) or "nothing held out")
     if kind == "done":
         return f"done: adapter written to {event['adapter']}"
     if kind == "error":

@@ -174,7 +174,7 @@ class DataReport:
         lines = [
             f"Data: {self.source}",
             f"  {s['found']} pairs found, {s['usable']} usable ({s['spoken']} spoken, {s['typed']} typed, "
-            f"{s['with_answer_speech']} with answer speech); {s['skipped']} skipped.",
+            f"{s['with_answer_speech']} with answer speech or units); {s['skipped']} skipped.",
             f"  Split: {s['train']} for training, {s['heldout']} held out for evaluation.",
         ]
         if not self.token_limit_checked:

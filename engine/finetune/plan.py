@@ -166,6 +166,10 @@ class TrainPlan:
                 f"{s.epochs:g} epochs = {s.total_steps} steps, peak LR {s.lr:g} (cosine, {s.warmup_steps} warmup), "
                 f"checkpoint every {s.checkpoint_every} steps."
             )
+        if self.memory_free_bytes is not None and self.memory_needed_bytes > self.memory_free_bytes:
+            lines.append(
+                "  This does not fit: close other programs, use a smaller --rank or --batch 1, or train on a GPU."
+            )
         lines += [f"  Note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -406,19 +406,21 @@ class Trainer:
         )
         step_time: float | None = None
 
-        def checkpoint(step: int, rng: dict[str, Any], stage_index: int = index, opt: Any = optimizer) -> None:
+        def checkpoint(done_steps: int, rng: dict[str, Any]) -> None:
+            """The state after ``done_steps`` of this stage; at its end, the start of the next stage."""
+            finished = done_steps == stage.total_steps
             state = TrainState(
                 run_id,
-                stage_index,
-                step,
+                index + 1 if finished else index,
+                0 if finished else done_steps,
                 self.adapter_tensors(),
-                opt.state_dict() if opt is not None else None,
+                None if finished else optimizer.state_dict(),
                 rng,
                 self.losses,
                 eval_before,
             )
             path = save_checkpoint(self.train_dir, state)
-            self.emit({"event": "checkpoint", "stage": stage.stage, "step": step, "path": str(path)})
+            self.emit({"event": "checkpoint", "stage": stage.stage, "step": done_steps, "path": str(path)})
 
         for step in range(start, stage.total_steps):
             rng = rng_state()
@@ -471,11 +473,7 @@ class Trainer:
             )
             if not math.isfinite(loss):
                 raise BadInput(f"The training loss became {loss} at step {step + 1}.", fix="Use a lower --lr.")
-            done = step + 1 == stage.total_steps
-            if done:
-                nxt = index + 1
-                checkpoint(0, rng_state(), stage_index=nxt, opt=None)
-            elif (step + 1) % stage.checkpoint_every == 0:
+            if step + 1 == stage.total_steps or (step + 1) % stage.checkpoint_every == 0:
                 checkpoint(step + 1, rng_state())
         if stage.stage == 1 and self.plan.grad_checkpointing:
             m.llm.gradient_checkpointing_disable()

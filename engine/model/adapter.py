@@ -150,7 +150,9 @@ class AdapterSlot:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = base_fingerprint(self.model_dir)
+            source = self.model.encoder_source
+            encoder = None if source.kind == "omni_shards" else source.path
+            self._fingerprint = base_fingerprint(self.model_dir, encoder)
         return self._fingerprint
 
     def apply(self, path: str | Path | None) -> ActiveAdapter | None:

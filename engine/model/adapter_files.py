@@ -11,7 +11,11 @@
 An adapter belongs to one base model: ``base_fingerprint`` hashes config.json, every tensor's
 name/dtype/shape, and the bytes of all small tensors (norms, biases: they move in any fine-tune),
 so it tells two checkpoints of the same architecture apart in a few milliseconds without reading
-the 16 GB of large matrices. Folders are written to ``NAME.partial`` and renamed into place.
+the 16 GB of large matrices. The Whisper encoder (frozen, but the trained speech adapter depends
+on it) is hashed the same way under its openai-whisper names, so the fingerprint is the same
+whether the encoder sits in the shards, in large-v3.pt or in a Hugging Face folder.
+
+Folders are written to ``NAME.partial`` and renamed into place.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import ModelCorrupt, ModelIncompatible, ModelMissing
+from engine.model.encoder_loading import SHARD_ENCODER_PREFIX, open_encoder
 from engine.model.lora import LoraSpec, peft_config_json
 from engine.model.omni_config import CONFIG_NAME
 from engine.model.safetensors_io import ShardSet, read_tensor
@@ -123,22 +129,28 @@ def short_fingerprint(fingerprint: str) -> str:
     return fingerprint.removeprefix(FINGERPRINT_PREFIX)[:SHORT_FINGERPRINT_CHARS]
 
 
-def base_fingerprint(model_dir: str | Path) -> str:
-    """``sha256:...`` of a model folder (see the module docstring)."""
+def _hash_tensors(digest: Any, shapes: dict[str, tuple[int, ...]], read: Callable[[str], torch.Tensor]) -> None:
+    for key in sorted(shapes):
+        digest.update(f"{key}|{tuple(shapes[key])}".encode())
+    for key in sorted(shapes):
+        if torch.Size(shapes[key]).numel() <= FINGERPRINT_SMALL_ELEMENTS:
+            tensor = read(key).contiguous()
+            digest.update(str(tensor.dtype).encode() + tensor.view(torch.uint8).numpy().tobytes())
+
+
+def base_fingerprint(model_dir: str | Path, speech_encoder: str | Path | None = None) -> str:
+    """``sha256:...`` of a model folder and its speech encoder (see the module docstring)."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     config = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
     config.pop("_name_or_path", None)  # where it was saved from, not what it is
     digest.update(json.dumps(config, sort_keys=True).encode())
     shards = ShardSet.open(model_dir)
-    small = []
-    for key in sorted(shards.entries):
-        entry = shards.entries[key]
-        digest.update(f"{key}|{entry.dtype}|{entry.shape}".encode())
-        if torch.Size(entry.shape).numel() <= FINGERPRINT_SMALL_ELEMENTS:
-            small.append(entry)
-    for entry in sorted(small, key=lambda e: (str(e.path), e.start)):
-        digest.update(read_tensor(entry).contiguous().view(torch.uint8).numpy().tobytes())
+    entries = {k: e for k, e in shards.entries.items() if not k.startswith(SHARD_ENCODER_PREFIX)}
+    _hash_tensors(digest, {k: e.shape for k, e in entries.items()}, lambda k: read_tensor(entries[k]))
+    encoder = open_encoder(model_dir, shards, config.get("speech_encoder"), speech_encoder)
+    digest.update(b"encoder")
+    _hash_tensors(digest, encoder.shapes, encoder.read)
     return FINGERPRINT_PREFIX + digest.hexdigest()
 
 

@@ -126,6 +126,10 @@ class EncoderCheckpoint:
         for name in self.shapes:
             yield name, self._reader(name)
 
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor (CPU, checkpoint dtype) by its openai-whisper name."""
+        return self._reader(name)
+
 
 def _from_shards(shards: ShardSet) -> EncoderCheckpoint:
     entries = {k[len(SHARD_ENCODER_PREFIX) :]: shards.entries[k] for k in shards.keys_with_prefix(SHARD_ENCODER_PREFIX)}

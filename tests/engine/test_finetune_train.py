@@ -308,3 +308,18 @@ def test_engine_backend_loads_and_switches_the_adapter(run: dict[str, Any], tiny
     assert "adapter" not in backend.set_adapter(None).split(";")[-1]
     assert answer(backend) != typed.answer
     assert "adapter mine" in backend.set_adapter(run["out"]) and answer(backend) == typed.answer
+
+
+def test_base_fingerprint_follows_the_weights_not_the_layout(
+    tiny_omni: TinyPaths, tiny_omni_hf: TinyPaths, tiny_omni_shards: TinyPaths, tiny_omni_ft: TinyPaths
+) -> None:
+    from engine.model.adapter_files import base_fingerprint
+
+    same = {
+        base_fingerprint(tiny_omni.omni),  # encoder: speech_encoder/large-v3.pt
+        base_fingerprint(tiny_omni_hf.omni),  # encoder: the Hugging Face whisper-large-v3 folder
+        base_fingerprint(tiny_omni_shards.omni),  # encoder: model.speech_encoder.* in the shards
+    }
+    assert len(same) == 1
+    # Same LLM, projector and decoder files, but another Whisper: the adapter would not fit it.
+    assert base_fingerprint(tiny_omni_ft.omni) not in same
