@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.config import OFFICIAL_DIMS
 from engine.errors import Cancelled, EngineError, NotEnoughMemory
 
 logger = logging.getLogger(__name__)
@@ -225,7 +224,7 @@ def _check(args: argparse.Namespace) -> int:
     emit = JsonLines()
 
     def work() -> None:
-        from engine.finetune.inputs import inspect_data
+        from engine.finetune.inputs import check_plan, inspect_data
 
         options = _options(args)
         inspection = inspect_data(options, require_model=False)
@@ -245,44 +244,6 @@ def _check(args: argparse.Namespace) -> int:
             )
 
     return run_reported(work, emit)
-
-
-def check_plan(options: Any, inspection: Any) -> Any:
-    """The defaults ``run`` would choose, from the data and the free memory, without loading weights."""
-    import torch
-
-    from engine.finetune.inputs import sequence_estimate
-    from engine.finetune.plan import plan_training
-    from engine.gpu import list_gpus
-    from engine.model.memory import available_memory
-
-    dims = inspection.dims or OFFICIAL_DIMS
-    gpus = list_gpus() if options.device in (None, "auto") or str(options.device).startswith("cuda") else []
-    device_type = "cuda" if gpus and options.device != "cpu" else "cpu"
-    if device_type == "cuda":
-        index = int(str(options.device).split(":")[1]) if options.device and ":" in str(options.device) else 0
-        free = next((g.free_bytes for g in gpus if g.index == index), None)
-    else:
-        free = available_memory(torch.device("cpu"))
-    report = inspection.report
-    train = report.train_items
-    seq_len, longest = sequence_estimate(inspection, dims.n_speech_embeddings)
-    notes = []
-    if inspection.dims is None:
-        notes.append("no --model given: memory estimated for the released 8B model, token counts approximated")
-    n_stage2 = sum(1 for i in train if i.units or i.answer_audio is not None)
-    return plan_training(
-        options,
-        dims,
-        device_type=device_type,
-        free_bytes=free,
-        cuda_bf16=True,
-        n_stage1=len(train) if options.stage in ("1", "both") else 0,
-        n_stage2=n_stage2 if options.stage in ("2", "both") else 0,
-        seq_len=seq_len,
-        answer_tokens=longest,
-        notes=tuple(notes),
-    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import OmniDims
+from engine.config import OFFICIAL_DIMS, OmniDims
 from engine.errors import ModelIncompatible, ModelMissing
 from engine.finetune.data import DataItem, DataReport, load_dataset, read_audio
 from engine.finetune.examples import units_fit
-from engine.finetune.plan import TYPICAL_PROMPT_TOKENS, TrainOptions
+from engine.finetune.plan import TYPICAL_PROMPT_TOKENS, TrainOptions, TrainPlan, plan_training
 from engine.model.loader import read_dims
 from engine.model.omni_config import OmniConfig, read_omni_config
 from engine.model.tokens import TextTokenizer
@@ -72,6 +72,76 @@ def sequence_estimate(inspection: DataInspection, n_speech: int) -> tuple[int, i
     question = [n_speech if i.spoken else inspection.text_tokens(i.question_text or "") for i in items]
     answers = [inspection.answer_tokens(i) for i in items]
     return TYPICAL_PROMPT_TOKENS + max(q + a for q, a in zip(question, answers, strict=True)), max(answers)
+
+
+def plan_for(
+    options: TrainOptions,
+    inspection: DataInspection,
+    dims: OmniDims,
+    *,
+    device_type: str,
+    free_bytes: int | None,
+    cuda_bf16: bool,
+    n_stage2: int,
+    notes: list[str],
+) -> TrainPlan:
+    """``plan_training`` for this data: ``check`` (before any unit extraction, no weights) and ``run``."""
+    seq_len, longest_answer = sequence_estimate(inspection, dims.n_speech_embeddings)
+    return plan_training(
+        options,
+        dims,
+        device_type=device_type,
+        free_bytes=free_bytes,
+        cuda_bf16=cuda_bf16,
+        n_stage1=len(inspection.report.train_items) if options.stage in ("1", "both") else 0,
+        n_stage2=n_stage2 if options.stage in ("2", "both") else 0,
+        seq_len=seq_len,
+        answer_tokens=longest_answer,
+        notes=tuple(notes),
+    )
+
+
+def check_plan(options: TrainOptions, inspection: DataInspection) -> TrainPlan:
+    """The defaults ``run`` would choose, from the data and the free memory, without loading weights
+    (nor initialising CUDA: free VRAM comes from NVML). Without a model folder, the released 8B's
+    dimensions stand in; bf16 is assumed (a GPU without it, Turing, gets fp16 compute in ``run``)."""
+    import torch
+
+    from engine.gpu import list_gpus
+    from engine.model.memory import available_memory
+    from engine.store import default_unit_model_paths
+
+    dims = inspection.dims or OFFICIAL_DIMS
+    device = str(options.device or "auto")
+    gpus = list_gpus() if device == "auto" or device.startswith("cuda") else []
+    device_type = "cuda" if gpus else "cpu"
+    if gpus:
+        index = int(device.split(":")[1]) if ":" in device else 0
+        free = next((g.free_bytes for g in gpus if g.index == index), None)
+    else:
+        free = available_memory(torch.device("cpu"))
+    train = inspection.report.train_items
+    notes = []
+    if inspection.dims is None:
+        notes.append("no --model given: memory estimated for the released 8B model, token counts approximated")
+    n_stage2 = sum(1 for i in train if i.units or i.answer_audio is not None)
+    if options.stage in ("2", "both"):
+        needs_units = any(i.answer_audio is not None and not i.units for i in train)
+        have_units = (options.hubert and options.kmeans) or default_unit_model_paths().complete
+        if not n_stage2:
+            notes.append("stage 2 skipped: no answer speech (NAME.answer.wav) or units in the data")
+        elif needs_units and not have_units:
+            notes.append("answer speech needs the speech-unit model: run `python -m engine finetune fetch-units`")
+    return plan_for(
+        options,
+        inspection,
+        dims,
+        device_type=device_type,
+        free_bytes=free,
+        cuda_bf16=True,
+        n_stage2=n_stage2,
+        notes=notes,
+    )
 
 
 def unit_targets(

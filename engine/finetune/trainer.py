@@ -48,14 +48,13 @@ from engine.finetune.checkpoint import (
 from engine.finetune.data import DataItem, DataReport
 from engine.finetune.evaluate import evaluate_answers, evaluate_units, forget_check
 from engine.finetune.examples import Example, answer_states, build_examples, stage1_loss_sum, stage2_loss_sum
-from engine.finetune.inputs import inspect_data, sequence_estimate, unit_targets
+from engine.finetune.inputs import inspect_data, plan_for, unit_targets
 from engine.finetune.plan import (
     PRETRAINED_LR_SCALE,
     StagePlan,
     TrainOptions,
     TrainPlan,
     lr_at,
-    plan_training,
 )
 from engine.model.adapter import LORA_MARK
 from engine.model.adapter_files import AdapterMeta, now_iso, write_adapter
@@ -147,19 +146,15 @@ class Trainer:
 
         device = resolve_device(opts.device)
         free = available_memory(device)
-        seq_len, longest_answer = sequence_estimate(inspection, inspection.dims.n_speech_embeddings)
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        plan = plan_training(
+        plan = plan_for(
             opts,
+            inspection,
             inspection.dims,
             device_type=device.type,
             free_bytes=free,
-            cuda_bf16=cuda_bf16,
-            n_stage1=len(train) if opts.stage in ("1", "both") else 0,
-            n_stage2=n_stage2 if opts.stage in ("2", "both") else 0,
-            seq_len=seq_len,
-            answer_tokens=longest_answer,
-            notes=tuple(unit_notes),
+            cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            n_stage2=n_stage2,
+            notes=unit_notes,
         )
         self.plan = plan
         self.emit({"event": "plan", **plan.as_dict()})
