@@ -129,8 +129,14 @@ class Trainer:
                 fix="Fix or remove the items listed in the report, then try again.",
             )
         assert inspection.dims is not None and inspection.tokenizer is not None
+        from engine.model.quant import resolve_device
+
+        device = resolve_device(opts.device)
         items = list(report.items)
         units, unit_notes = unit_targets(opts, inspection, items, self.emit)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the unit extractor's mHuBERT is gone; its cached blocks go too
+        self._stop_before_training()
         items = [replace(i, units=tuple(units[i.id])) if i.id in units else replace(i, units=None) for i in items]
         train = [i for i in items if i.id not in report.heldout_ids]
         heldout = [i for i in items if i.id in report.heldout_ids]
@@ -142,9 +148,6 @@ class Trainer:
                 fix="Add NAME.answer.wav recordings, or train stage 1.",
             )
 
-        from engine.model.quant import resolve_device
-
-        device = resolve_device(opts.device)
         free = available_memory(device)
         plan = plan_for(
             opts,
@@ -176,9 +179,11 @@ class Trainer:
             "seed": opts.seed,
             "system_prompt": prompts.options.system_prompt,
         }
+        self._stop_before_training()
         state = self._resume_state(run_id)
         train_examples = build_examples(model, prompts, train)
         heldout_examples = build_examples(model, prompts, heldout) if opts.evaluate else []
+        self._stop_before_training()
 
         eval_before = state.eval_before if state is not None else None
         if opts.evaluate and eval_before is None:
@@ -218,6 +223,11 @@ class Trainer:
         shutil.rmtree(self.train_dir, ignore_errors=True)
         self.emit({"event": "done", "adapter": str(path), "metrics": meta.metrics})
         return path
+
+    def _stop_before_training(self) -> None:
+        """Preparing (unit extraction, loading, encoding) can take minutes: a stop need not wait."""
+        if self.should_stop():
+            raise Cancelled("Stopped before training started.", path=self.options.data)
 
     # ------------------------------------------------------------------------------ resume
 
