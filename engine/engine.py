@@ -38,6 +38,7 @@ from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.vad import SpeechDetector
 from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing, Reason
 from engine.events import (
+    AdapterChanged,
     Cancel,
     CheckDevice,
     Command,
@@ -57,6 +58,7 @@ from engine.events import (
     Ready,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetOptions,
     Shutdown,
     StartTurn,
@@ -227,6 +229,10 @@ class Engine:
             self._test_device(command)
         elif isinstance(command, ListDevices):
             self._list_devices(command.rescan)
+        elif isinstance(command, SetAdapter):
+            summary = self._require_model().model.set_adapter(command.adapter)
+            self._emit(ConversationReset())
+            self._emit(AdapterChanged(command.adapter, summary))
 
     # --------------------------------------------------------------------- loading
 

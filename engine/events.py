@@ -78,6 +78,7 @@ class LoadModel:
     vocoder_dir: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quant: QuantMode | None = None  # None: nf4 on CUDA, fp32 on CPU
+    adapter: Path | None = None  # a fine-tuned adapter folder (python -m engine finetune run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,13 @@ class ListDevices:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAdapter:
+    """Switch the loaded model to a fine-tuned adapter (None: back to the base), without reloading it."""
+
+    adapter: Path | None
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -151,6 +159,7 @@ Command = (
     | PlayAudio
     | CheckDevice
     | ListDevices
+    | SetAdapter
     | Shutdown
 )
 
@@ -291,6 +300,14 @@ class DevicesListed:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterChanged:
+    """SetAdapter succeeded; the conversation was reset (its context came from the old weights)."""
+
+    adapter: Path | None
+    summary: str  # the model's description with the adapter now in use
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running.
 
@@ -326,5 +343,6 @@ Event = (
     | ConversationReset
     | DeviceChecked
     | DevicesListed
+    | AdapterChanged
     | Failed
 )

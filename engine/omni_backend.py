@@ -74,6 +74,12 @@ class OmniBackend:
     def reset(self) -> None:
         self._chat.reset()
 
+    def set_adapter(self, adapter: Path | None) -> str:
+        """Swap the fine-tuned adapter in place (engine.model.adapter); the old context is dropped."""
+        self.model.use_adapter(adapter)
+        self._chat.reset()
+        return self.summary
+
     def close(self) -> None:
         self._chat.reset()
 
@@ -89,6 +95,7 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
         device=device,
         quant=command.quant,
         on_progress=lambda f, m: progress(f * MODEL_SHARE, m),
+        adapter=command.adapter,
     )
     vocoder_dir = command.vocoder_dir or find_vocoder_dir(Path(command.model_dir))
     vocoder = None

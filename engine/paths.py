@@ -58,3 +58,10 @@ def cache_dir() -> Path:
 
 def log_dir() -> Path:
     return _dir("logs")
+
+
+def adapters_dir() -> Path:
+    """Fine-tuned adapters (``python -m engine finetune run`` writes here by default)."""
+    path = data_dir() / "adapters"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

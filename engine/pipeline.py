@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -68,6 +69,9 @@ class ModelBackend(Protocol):
 
     def reset(self) -> None:
         """Forget the conversation."""
+
+    def set_adapter(self, adapter: Path | None) -> str:
+        """Apply a fine-tuned adapter (None: none) in place and forget the conversation; -> summary."""
 
     def close(self) -> None: ...
 

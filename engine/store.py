@@ -59,9 +59,18 @@ VOCODER_BASE_URL = (
     "mhubert_vp_en_es_fr_it3_400k_layer11_km1000_lj"
 )
 VOCODER_FILES = (CHECKPOINT_FILENAME, CONFIG_FILENAME)
+# The speech-unit extractor for fine-tuning stage 2 (mHuBERT-base + its layer-11 km1000 k-means),
+# as linked from fairseq's examples/speech_to_speech/docs/textless_s2st_real_data.md. Checksums as
+# published by facebookresearch/textlesslib (textless/checkpoint_manager/__init__.py).
+UNIT_MODEL_BASE_URL = "https://dl.fbaipublicfiles.com/hubert"
+HUBERT_FILE_NAME = "mhubert_base_vp_en_es_fr_it3.pt"
+HUBERT_SHA256 = "23527cd6311a6617bfa199f574e2eed478cd6a58a634f4007165c10ec0019832"
+KMEANS_FILE_NAME = "mhubert_base_vp_en_es_fr_it3_L11_km1000.bin"
+KMEANS_SHA256 = "c70f5416c38044d0c20e33fdeedf4533974a8ac4029985cdef3b755038381a0b"
 
 OMNI_DIR_NAME = "Llama-3.1-8B-Omni"
 VOCODER_DIR_NAME = "unit-vocoder"
+UNIT_MODEL_DIR_NAME = "mhubert"
 
 CHUNK_BYTES = 1 << 20
 DISK_MARGIN_BYTES = 512 * 1024 * 1024
@@ -110,6 +119,27 @@ class ModelPaths:
 def default_model_paths(root: Path | None = None) -> ModelPaths:
     root = root or models_dir()
     return ModelPaths(model_dir=root / OMNI_DIR_NAME, vocoder_dir=root / VOCODER_DIR_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitModelPaths:
+    """The speech-unit extractor fine-tuning stage 2 needs (engine.finetune.units)."""
+
+    hubert: Path
+    kmeans: Path
+
+    @property
+    def complete(self) -> bool:
+        return self.hubert.is_file() and self.kmeans.is_file()
+
+
+def unit_model_paths(folder: Path) -> UnitModelPaths:
+    return UnitModelPaths(hubert=folder / HUBERT_FILE_NAME, kmeans=folder / KMEANS_FILE_NAME)
+
+
+def default_unit_model_paths(root: Path | None = None) -> UnitModelPaths:
+    """``<models>/mhubert/``: where ``finetune fetch-units`` puts the files and training looks."""
+    return unit_model_paths((root or models_dir()) / UNIT_MODEL_DIR_NAME)
 
 
 class _Transient(Exception):
@@ -447,3 +477,12 @@ def whisper_file() -> RemoteFile:
 
 def vocoder_files(base_url: str = VOCODER_BASE_URL) -> list[RemoteFile]:
     return [RemoteFile(url=f"{base_url.rstrip('/')}/{name}", dest=name) for name in VOCODER_FILES]
+
+
+def unit_model_files(base_url: str = UNIT_MODEL_BASE_URL) -> list[RemoteFile]:
+    """mHuBERT-base and its km1000 k-means, checksum-verified (download into the unit-model folder)."""
+    base = base_url.rstrip("/")
+    return [
+        RemoteFile(url=f"{base}/{HUBERT_FILE_NAME}", dest=HUBERT_FILE_NAME, sha256=HUBERT_SHA256),
+        RemoteFile(url=f"{base}/{KMEANS_FILE_NAME}", dest=KMEANS_FILE_NAME, sha256=KMEANS_SHA256),
+    ]

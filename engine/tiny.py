@@ -66,6 +66,10 @@ class TinySpec:
     model_max_length: int = 2048
     rope: RopeScaling = field(default_factory=RopeScaling)
     rope_theta: float = 500000.0
+    # Scale of the encoder's random conv weights. 1: activations O(1). Larger makes the random
+    # encoder's output depend more on the audio than on its positional table, as a trained
+    # Whisper's does (the fine-tuning tests need spoken questions a tiny model can tell apart).
+    encoder_conv_gain: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +138,16 @@ def _mlp(init: _Init, prefix: str, d: int) -> dict[str, torch.Tensor]:
     }
 
 
-def whisper_state_dict(enc: EncoderDims, text: WhisperTextDims, seed: int) -> dict[str, torch.Tensor]:
+def whisper_state_dict(
+    enc: EncoderDims, text: WhisperTextDims, seed: int, conv_gain: float = 1.0
+) -> dict[str, torch.Tensor]:
     """openai-whisper ``model_state_dict`` names (encoder + decoder), float16."""
     init = _Init(seed)
     d = enc.n_audio_state
     sd: dict[str, torch.Tensor] = {
-        "encoder.conv1.weight": init.linear(d, enc.n_mels * 3).view(d, enc.n_mels, 3),
+        "encoder.conv1.weight": init.linear(d, enc.n_mels * 3, gain=conv_gain).view(d, enc.n_mels, 3),
         "encoder.conv1.bias": init.normal(d, std=0.02),
-        "encoder.conv2.weight": init.linear(d, d * 3).view(d, d, 3),
+        "encoder.conv2.weight": init.linear(d, d * 3, gain=conv_gain).view(d, d, 3),
         "encoder.conv2.bias": init.normal(d, std=0.02),
         "encoder.positional_embedding": sinusoids(enc.n_audio_ctx, d),
     }
@@ -374,7 +380,7 @@ def write_tiny_set(
     """Write a complete set under ``out_dir`` (see the module docstring for the layout)."""
     root = Path(out_dir)
     spec = spec or TinySpec()
-    whisper = whisper_state_dict(spec.encoder, spec.text, seed)
+    whisper = whisper_state_dict(spec.encoder, spec.text, seed, spec.encoder_conv_gain)
     omni = write_omni_folder(root / "omni", spec, seed, whisper if encoder_in_shards else None)
     pt = (
         write_whisper_pt(root / "speech_encoder" / WHISPER_PT_NAME, spec.encoder, spec.text, whisper)

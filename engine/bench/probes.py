@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +89,9 @@ class TimedBackend:
 
     def reset(self) -> None:
         self.inner.reset()
+
+    def set_adapter(self, adapter: Path | None) -> str:
+        return self.inner.set_adapter(adapter)
 
     def close(self) -> None:
         self.inner.close()

@@ -53,6 +53,7 @@ def _respond(args: argparse.Namespace) -> int:
         quant=args.quant,
         on_progress=None if args.quiet else _print_progress,
         max_new_tokens=args.max_new_tokens,
+        adapter=args.adapter,
     )
     chat = model.conversation()
     events = (
@@ -81,6 +82,7 @@ def _respond(args: argparse.Namespace) -> int:
         "device": str(model.device),
         "quant": model.plan.quant,
         "speech_encoder": model.encoder_source.kind,
+        "adapter": str(args.adapter) if args.adapter else None,
     }
     if vocoder_dir is not None:
         from engine.vocoder.api import synthesize_units
@@ -121,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="Omni folder (config.json, shards, tokenizer)")
     p.add_argument("--speech-encoder", help="Whisper large-v3.pt or HF whisper-large-v3 folder")
     p.add_argument("--vocoder", help="unit vocoder folder (default: <model>/../vocoder)")
+    p.add_argument("--adapter", help="fine-tuned adapter folder (python -m engine finetune run)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="question audio (any rate/channels)")
     src.add_argument("--text", help="a typed question instead of audio")

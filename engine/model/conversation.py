@@ -141,7 +141,7 @@ class Conversation:
         wav = resample(wav, sample_rate_hz, MODEL_SAMPLE_RATE_HZ)
         if wav.size == 0:
             raise BadInput("The recording is empty.", fix="Speak while recording.")
-        return self._run(self.prompts.speech_turn_ids(), wav, decode or DecodeOptions(), should_stop or _never)
+        return self._run(self.prompts.user_turn_ids(None), wav, decode or DecodeOptions(), should_stop or _never)
 
     def respond_text(
         self, text: str, *, decode: DecodeOptions | None = None, should_stop: StopCheck | None = None
@@ -149,7 +149,7 @@ class Conversation:
         """A typed user turn (same context, no speech span)."""
         if not text.strip():
             raise BadInput("The message is empty.", fix="Type a question first.")
-        return self._run(self.prompts.text_turn_ids(text), None, decode or DecodeOptions(), should_stop or _never)
+        return self._run(self.prompts.user_turn_ids(text), None, decode or DecodeOptions(), should_stop or _never)
 
     def _make_room(self, new_positions: int, max_new: int) -> tuple[int, int]:
         """Drop oldest turns until the new turn and its answer fit; -> (n_dropped, allowed new tokens).

@@ -133,11 +133,18 @@ class EncoderCheckpoint:
         self.source = source
         self.shapes = shapes
         self._open_reader = open_reader  # () -> (name -> CPU tensor); may read the whole file index
+        self._reader: Callable[[str], torch.Tensor] | None = None  # opened by the first read()
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         reader = self._open_reader()
         for name in self.shapes:
             yield name, reader(name)
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor (CPU, checkpoint dtype) by its openai-whisper name (the file is opened once)."""
+        if self._reader is None:
+            self._reader = self._open_reader()
+        return self._reader(name)
 
 
 def _from_shards(shards: ShardSet) -> EncoderCheckpoint:

@@ -8,6 +8,11 @@ together. Shapes below are for batch 1, which is all a push-to-talk assistant ne
     chat = model.conversation()
     for event in chat.respond_speech(audio_16k):
         ...
+    model.use_adapter("adapters/my-voice")   # a fine-tuned adapter, swapped in place (adapter.py)
+    model.use_adapter(None)                  # back to the base model, without reloading it
+
+Naming: ``model.adapter`` is LLaMA-Omni's speech adapter (the projector module); a fine-tuned
+*adapter folder* is what ``use_adapter`` applies.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +32,9 @@ from engine.config import ConversationOptions, OmniDims
 from engine.model.conversation import Conversation
 from engine.model.loader import OmniParts, ProgressCallback, load_parts
 from engine.model.prompt import SPEECH_TOKEN_INDEX
+
+if TYPE_CHECKING:
+    from engine.model.adapter import ActiveAdapter, AdapterSlot
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ class OmniModel:
         self.unit_decoder = parts.unit_decoder
         self.encoder_source = parts.encoder_source
         self.memory_estimate = parts.memory
+        self._adapter_slot: AdapterSlot | None = None
 
     @classmethod
     def load(
@@ -54,10 +64,12 @@ class OmniModel:
         quant: str | None = None,
         on_progress: ProgressCallback | None = None,
         max_new_tokens: int = 512,
+        adapter: str | Path | None = None,
     ) -> OmniModel:
         """Load an Omni folder. ``device``: None/"auto"/"cpu"/"cuda[:N]"; ``quant``: None (nf4 on
-        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32. Raises ``EngineError`` kinds."""
-        return cls(
+        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32; ``adapter``: a fine-tuned adapter folder to
+        apply. Raises ``EngineError`` kinds."""
+        model = cls(
             load_parts(
                 model_dir,
                 speech_encoder,
@@ -67,6 +79,9 @@ class OmniModel:
                 max_new_tokens=max_new_tokens,
             )
         )
+        if adapter is not None:
+            model.use_adapter(adapter)
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -74,10 +89,39 @@ class OmniModel:
 
     def describe(self) -> str:
         p, llm = self.plan, self.dims.llm
-        return (
+        text = (
             f"LLaMA-Omni ({llm.n_layers} layers, hidden {llm.hidden_size}) {p.quant} on {p.device}; "
             f"encoder from {self.encoder_source.kind}; estimated {self.memory_estimate.total_bytes / 1e9:.1f} GB"
         )
+        active = self.active_adapter
+        return text + (f"; {active.describe()}" if active is not None else "")
+
+    # ------------------------------------------------------------------ fine-tuned adapters
+
+    def use_adapter(self, path: str | Path | None) -> ActiveAdapter | None:
+        """Apply a fine-tuned adapter folder (None: none) in place; see engine.model.adapter.
+
+        Conversations started before keep KV caches computed with the old weights: start a new one.
+        """
+        from engine.model.adapter import AdapterSlot
+
+        if self._adapter_slot is None:
+            if path is None:
+                return None
+            self._adapter_slot = AdapterSlot(self)
+        return self._adapter_slot.apply(path)
+
+    @property
+    def active_adapter(self) -> ActiveAdapter | None:
+        return self._adapter_slot.active if self._adapter_slot is not None else None
+
+    def base_fingerprint(self) -> str:
+        """The base model's fingerprint (what adapters are checked against)."""
+        from engine.model.adapter import AdapterSlot
+
+        if self._adapter_slot is None:
+            self._adapter_slot = AdapterSlot(self)
+        return self._adapter_slot.fingerprint
 
     def conversation(self, options: ConversationOptions | None = None) -> Conversation:
         return Conversation(self, options)

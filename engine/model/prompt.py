@@ -13,6 +13,10 @@ the tokenizer's BOS, the first chunk's BOS kept once and every chunk's first tok
 
 For multi-turn use, ``PromptBuilder`` cuts the same ids into a system prefix and one piece per
 turn; the cut is always at a special token, so the pieces concatenate to the reference's ids.
+
+``PromptBuilder.user_turn_ids`` is the one place a user turn's ids are made: ``Conversation``
+calls it for every spoken or typed turn, and fine-tuning (``first_turn_ids``) builds its training
+prompts with it, so an adapter is trained on exactly the prompt it answers at inference.
 """
 
 from __future__ import annotations
@@ -89,6 +93,14 @@ class PromptBuilder:
         """A typed turn: no sentinel; control-token spellings in ``text`` are neutralized."""
         message = self.tokenizer.neutralize_special_text(text)
         return self.tokenizer.encode(self._turn_text(message), add_special_tokens=False)
+
+    def user_turn_ids(self, typed_question: str | None) -> list[int]:
+        """A user turn up to the assistant header: spoken (None: one speech sentinel) or typed."""
+        return self.speech_turn_ids() if typed_question is None else self.text_turn_ids(typed_question)
+
+    def first_turn_ids(self, typed_question: str | None) -> list[int]:
+        """What a new conversation's context holds when the first answer starts (system + turn)."""
+        return self.system_ids() + self.user_turn_ids(typed_question)
 
     @staticmethod
     def _turn_text(message: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from engine.config import UnitDecoderDims
@@ -156,6 +157,8 @@ class UnitDecoder(nn.Module):
     def _frames(self, states: torch.Tensor) -> torch.Tensor:
         """states: (N, llm_dim) -> (1, N * λ, dim). Projecting before repeating is the same per frame."""
         x = self.input_proj(states.to(self.input_proj.weight.dtype))
+        first: UnitDecoderLayer = self.layers[0]  # type: ignore[assignment]
+        x = x.to(first.input_layernorm.weight.dtype)  # fine-tuning keeps input_proj in fp32
         return x.repeat_interleave(self.dims.upsample_factor, dim=0).unsqueeze(0)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,12 +169,18 @@ class UnitDecoder(nn.Module):
         frames = max_tokens * self.dims.upsample_factor
         return UnitDecoderCache(layers=[KvBuffer(frames) for _ in self.layers])
 
-    def forward_full(self, states: torch.Tensor) -> torch.Tensor:
-        """Reference ``predict`` (no cache): states (N, llm_dim) -> float32 logits (N * λ, units + 1)."""
+    def forward_full(self, states: torch.Tensor, *, checkpoint_layers: bool = False) -> torch.Tensor:
+        """Reference ``predict`` (no cache): states (N, llm_dim) -> float32 logits (N * λ, units + 1).
+
+        ``checkpoint_layers`` (training): recompute each layer's activations in the backward pass.
+        """
         x = self._frames(states)
         cos, sin = self._rope(0, x.shape[1], x.device, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            if checkpoint_layers and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin)
         return self._head(x)
 
     def forward_step(self, states: torch.Tensor, cache: UnitDecoderCache) -> torch.Tensor:

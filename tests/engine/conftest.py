@@ -79,3 +79,22 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_omni_ft(tmp_path_factory: pytest.TempPathFactory) -> TinyPaths:
+    """The tiny set for fine-tuning: its random encoder's output follows the audio more than its
+    positional table (``encoder_conv_gain``), as a trained Whisper's does, so a 2-layer random LLM
+    can learn to tell a handful of spoken questions apart in a few dozen steps."""
+    from engine.tiny import TinySpec
+
+    spec = TinySpec(encoder_conv_gain=4.0)
+    return write_tiny_set(tmp_path_factory.mktemp("tiny-omni-ft"), seed=0, spec=spec, vocoder=False)
+
+
+@pytest.fixture(scope="session")
+def finetune_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 spoken (espeak-ng) + 6 typed pairs with target units: tests/engine/finetune_fixtures.py."""
+    from tests.engine.finetune_fixtures import write_mixed_dataset
+
+    return write_mixed_dataset(tmp_path_factory.mktemp("finetune-data"))

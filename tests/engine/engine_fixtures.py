@@ -38,6 +38,7 @@ class ScriptedModel:
     resets: int = 0
     yield_times: list[float] = field(default_factory=list)  # perf_counter of every Step handed out
     closed: bool = False
+    adapters: list[Path | None] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -60,6 +61,11 @@ class ScriptedModel:
 
     def reset(self) -> None:
         self.resets += 1
+
+    def set_adapter(self, adapter: Path | None) -> str:
+        self.adapters.append(adapter)
+        self.resets += 1
+        return f"{self.summary} + {adapter.name if adapter else 'no adapter'}"
 
     def close(self) -> None:
         self.closed = True

@@ -19,6 +19,7 @@ from engine.bench.event_log import EventLog
 from engine.engine import Engine
 from engine.errors import AudioDeviceError, ModelCorrupt, Reason
 from engine.events import (
+    AdapterChanged,
     AudioChunk,
     Cancel,
     CheckDevice,
@@ -38,6 +39,7 @@ from engine.events import (
     Ready,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetOptions,
     StartTurn,
     StateChanged,
@@ -447,3 +449,19 @@ def test_a_failed_rescan_is_reported_with_its_kind(harness: Harness) -> None:
     listed = harness.log.wait_for(DevicesListed)
     assert listed.devices == () and listed.error is not None
     assert listed.error.kind == "audio_device" and "could not be restarted" in listed.error.message
+
+
+def test_set_adapter_switches_in_place_and_resets_the_conversation(harness: Harness, tmp_path: Path) -> None:
+    harness.engine.send(SetAdapter(tmp_path / "mine"))
+    failed = harness.log.wait_for(Failed)
+    assert failed.kind == "model_missing"  # no model loaded yet: nothing to apply it to
+    harness.load()
+    resets = harness.model.resets
+    harness.engine.send(SetAdapter(tmp_path / "mine"))
+    changed = harness.log.wait_for(AdapterChanged)
+    assert changed.adapter == tmp_path / "mine" and changed.summary.endswith("+ mine")
+    assert harness.log.of(ConversationReset) and harness.model.resets == resets + 1
+    mark = harness.log.mark()
+    harness.engine.send(SetAdapter(None))
+    assert harness.log.wait_for(AdapterChanged, since=mark).adapter is None
+    assert harness.model.adapters == [tmp_path / "mine", None] and harness.model.closed is False

@@ -208,3 +208,42 @@ def test_whisper_is_only_needed_when_the_shards_lack_it(tmp_path: Path) -> None:
     assert index_has_speech_encoder(index)
     assert store.whisper_file().dest == "models/speech_encoder/large-v3.pt"
     assert store.whisper_file().url.endswith(f"/{store.WHISPER_SHA256}/large-v3.pt")
+
+
+def test_unit_model_files_are_checksum_verified(server: tuple[str, FakeHub], tmp_path: Path) -> None:
+    base, state = server
+    files = store.unit_model_files(base + "/hubert")
+    assert [f.dest for f in files] == [store.HUBERT_FILE_NAME, store.KMEANS_FILE_NAME]
+    assert all(f.sha256 and len(f.sha256) == 64 for f in files)
+    assert store.unit_model_files()[0].url == f"{store.UNIT_MODEL_BASE_URL}/{store.HUBERT_FILE_NAME}"
+    paths = store.default_unit_model_paths(tmp_path)
+    for f in files:
+        state.files[f"/hubert/{f.dest}"] = PAYLOAD  # not the published bytes
+    with pytest.raises(DownloadError, match="damaged"):
+        _downloader().download(files, paths.hubert.parent)
+    assert not paths.complete
+    # The same download with the served bytes' checksum lands where fine-tuning looks for it.
+    honest = [RemoteFile(f.url, f.dest, None, SHA) for f in files]
+    _downloader().download(honest, paths.hubert.parent)
+    assert paths.complete and paths.kmeans.read_bytes() == PAYLOAD
+
+
+def test_fetch_units_command_reports_a_bad_download_as_bad_input(
+    server: tuple[str, FakeHub], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from engine.__main__ import main
+    from engine.finetune import cli
+
+    base, state = server
+    for f in store.unit_model_files():
+        state.files[f"/hubert/{f.dest}"] = PAYLOAD  # not the published bytes: the checksum must catch it
+    out = io.StringIO()
+    monkeypatch.setattr(cli.sys, "stdout", out)
+    monkeypatch.setattr(cli.sys, "stderr", io.StringIO())
+    code = main(["finetune", "fetch-units", "--dir", str(tmp_path), "--base-url", base + "/hubert"])
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 2 and events[-1]["event"] == "error" and events[-1]["kind"] == "download"
+    assert any(e["event"] == "download" for e in events)
+    assert not store.unit_model_paths(tmp_path).complete  # a damaged file never lands in place
