@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
 from app.bridge import EngineBridge, EngineFactory
+from app.icons import app_icon
 from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
@@ -23,6 +24,7 @@ from app.tasks import wait_for_background
 from app.theme import apply_theme
 from engine.paths import APP_NAME
 from engine.version import __version__
+from installer.desktop_linux import DESKTOP_ID
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,15 @@ def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
 
 def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    assert isinstance(app, QApplication), "a QCoreApplication exists: OmniTalk needs a QApplication"
     app.setApplicationName(APP_NAME)
     app.setApplicationVersion(__version__)
     app.setOrganizationName(APP_NAME)
-    return app  # type: ignore[return-value]
+    # The window's icon (title bar, task bar, About box); on Wayland the desktop file name is the
+    # app id that ties the window to the menu entry `./omnitalk install` writes.
+    app.setWindowIcon(app_icon())
+    app.setDesktopFileName(DESKTOP_ID)
+    return app
 
 
 class Controller:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.bridge import EngineBridge
 from app.global_hotkey import GlobalHotkey
+from app.icons import app_icon
 from app.settings import AppSettings
 from app.transcript import TranscriptView
 from engine.events import EngineState, Failed, StateChanged, TurnFinished, TurnStarted
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         self.bridge = bridge
         self.settings = settings or AppSettings()
         self.setWindowTitle("OmniTalk")
+        self.setWindowIcon(app_icon())  # the About box and dialogs take their icon from here
         self.resize(*WINDOW_SIZE_PX)
         self._state = EngineState.IDLE
         self._talk_down = False  # the talk key/button is held (or toggled on)
