@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
 from app.bridge import EngineBridge, EngineFactory
+from app.first_start import start_device_check
 from app.icons import app_icon
 from app.main_window import MainWindow
 from app.settings import AppSettings
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     # Let the window paint first; anything slow starts after the event loop runs.
     QTimer.singleShot(0, controller.start)
     QTimer.singleShot(0, controller.window.on_started)
+    # No NVIDIA driver or a CPU-only torch: say so and offer the CPU (once per situation).
+    QTimer.singleShot(0, lambda: start_device_check(controller.window))
     app.aboutToQuit.connect(controller.shutdown)
     code = app.exec()
     # A background task (a first `import torch` for the memory probe can take seconds) must finish

@@ -28,6 +28,7 @@ from app.bridge import EngineBridge
 from app.global_hotkey import GlobalHotkey
 from app.icons import app_icon
 from app.settings import AppSettings
+from app.tasks import run_in_background
 from app.transcript import TranscriptView
 from engine.events import EngineState, Failed, StateChanged, TurnFinished, TurnStarted
 from engine.paths import log_dir
@@ -202,6 +203,10 @@ class MainWindow(QMainWindow):
         self.show_logs_action = QAction("Show &logs", self)
         self.show_logs_action.triggered.connect(self.show_logs)
         help_menu.addAction(self.show_logs_action)
+        self.copy_report_action = QAction("&Copy diagnostic report", self)
+        self.copy_report_action.setToolTip("Versions, GPU and folders for a bug report (nothing from the conversation)")
+        self.copy_report_action.triggered.connect(self.copy_diagnostic_report)
+        help_menu.addAction(self.copy_report_action)
         self.about_action = QAction("&About OmniTalk", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
@@ -418,6 +423,25 @@ class MainWindow(QMainWindow):
 
     def show_logs(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+
+    def copy_diagnostic_report(self) -> None:
+        """Help → Copy diagnostic report: collected in the background (imports torch), then copied."""
+        from app.self_check import diagnostic_report
+
+        self.copy_report_action.setEnabled(False)
+        self._set_status("Collecting the diagnostic report…")
+        summary = self.model_summary
+
+        def copied(report: str) -> None:
+            self.copy_report_action.setEnabled(True)
+            QApplication.clipboard().setText(report)
+            self._set_status("The diagnostic report is on the clipboard: paste it into your bug report.")
+
+        def failed(exc: BaseException) -> None:
+            self.copy_report_action.setEnabled(True)
+            self._set_status(f"The diagnostic report could not be collected: {exc}")
+
+        run_in_background(lambda: diagnostic_report(summary), copied, failed, context=self)
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About OmniTalk", about_text(self.model_summary))

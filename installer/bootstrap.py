@@ -87,6 +87,8 @@ STAMP_NAME = "omnitalk-install.json"
 MIN_PYTHON = (3, 10)
 # Arguments that main.py answers without Qt: no system libraries needed.
 INFO_ARGS = {"--version", "--help", "-h"}
+# --self-check reports missing system libraries itself, next to everything else it checks.
+NO_SYSTEM_CHECK_ARGS = INFO_ARGS | {"--self-check"}
 
 
 def venv_python(venv: Path | None = None) -> Path:
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_system(SYSTEM_REQUIREMENTS)
         return _run_child([python, "-m", "pytest", *args[1:]])
     python = ensure_environment([])
-    if not (args and set(args) <= INFO_ARGS):
+    if not (args and set(args) <= NO_SYSTEM_CHECK_ARGS):
         ensure_system(APP_REQUIREMENTS)
     return _run_child([python, ROOT / "main.py", *args])
 
