@@ -2,10 +2,10 @@
 
 ``--self-check`` (from a checkout: ``./omnitalk --self-check``; from a frozen build: ``OmniTalk
 --self-check``) imports every heavy dependency, opens the main window offscreen, answers one turn
-with the tiny model and prints the report; exit code 0 when everything works, 1 with the failing
-checks and their fixes otherwise. It never needs a model download, a display or a GPU; what it
-finds about the GPU is reported (``installer.device_check``), as a warning where the model would
-run on the CPU.
+with the tiny model and prints the report (also saved as ``self-check.txt`` in the log folder);
+exit code 0 when everything works, 1 with the failing checks and their fixes otherwise. It never
+needs a model download, a display or a GPU; what it finds about the GPU is reported
+(``installer.device_check``), as a warning where the model would run on the CPU.
 
 The in-app report (``diagnostic_report``) is the same without the turn and the window (the app is
 running): versions, GPU, folders. Nothing from the conversation is in either.
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 TITLE = "OmniTalk self-check"
 REPORT_TITLE = "OmniTalk diagnostic report"
+REPORT_FILE_NAME = "self-check.txt"
 QT_DEPENDENCIES = (
     Dependency("PySide6.QtWidgets", "PySide6-Essentials", "the window"),
     Dependency("PySide6.QtSvg", "PySide6-Essentials", "the icon"),
@@ -126,9 +127,23 @@ def run_self_check(workdir: Path | None = None, out: Callable[[str], None] = pri
     with tempfile.TemporaryDirectory(prefix="omnitalk-self-check-") as tmp:
         checks += turn_checks(Path(workdir or tmp))
     report = format_report(TITLE, _safe(environment_lines), checks)
-    out(report)
+    saved = _save(report)
+    out(report + (f"(saved in {saved})\n" if saved else ""))
     logger.info("self-check:\n%s", report)
     return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def _save(report: str) -> Path | None:
+    """Keep the report next to the logs: a windowed build (Windows) has no console to print it to."""
+    try:
+        from engine.paths import log_dir
+
+        path = log_dir() / REPORT_FILE_NAME
+        path.write_text(report, encoding="utf-8")
+    except Exception:  # platformdirs missing or the folder not writable: the report is still printed
+        logger.info("self-check: could not save the report", exc_info=True)
+        return None
+    return path
 
 
 def diagnostic_report(model_summary: str | None = None) -> str:

@@ -64,6 +64,9 @@ def test_self_check_passes_here(tmp_path: Path) -> None:
         assert lines.get(name) == "ok", result.stdout
     assert "exported to ONNX in a child process" in result.stdout
     assert "Result: all checks passed" in result.stdout
+    saved = tmp_path / "home" / "logs" / "self-check.txt"
+    assert f"(saved in {saved})" in result.stdout
+    assert saved.read_text(encoding="utf-8") in result.stdout
 
 
 def test_self_check_fails_clearly_when_torch_is_missing(tmp_path: Path) -> None:
