@@ -15,7 +15,12 @@ What the frozen app needs beyond what PyInstaller finds by following imports:
   ``engine/subprocess_entry.py``), which no import statement shows;
 - package metadata that libraries read at run time (transformers checks its dependencies'
   versions; ``--self-check`` reports them);
-- silero-vad's model files.
+- silero-vad's model files;
+- onnxscript's sources next to its compiled modules: it builds the ONNX ops of the vocoder export
+  from their Python source (``inspect.getsource``), which a frozen module has not got (found by
+  ``--self-check``: the export child failed with "does not work on dynamically compiled function");
+- pynput's backend for the platform, which it imports by name (PyInstaller's own hook for it must
+  import pynput, and that fails without a display).
 Windows builds are windowed (no console; ``main.py`` logs to a file) and carry the .ico.
 
 Run it with the project's environment (it re-runs itself with ``.venv``'s Python when PyInstaller
@@ -54,6 +59,21 @@ OPTIONAL_METADATA = ("onnxruntime-gpu", "onnxruntime", "bitsandbytes")  # not on
 DATA_PACKAGES = ("silero_vad",)
 # Installed in the dev environment but never imported by the app: keep them out if a hook asks.
 EXCLUDES = ("tkinter", "pytest", "pytestqt", "mypy", "ruff", "whisper", "numba", "llvmlite", "IPython", "matplotlib")
+PYNPUT_BACKENDS = {
+    "linux": ("keyboard._xorg", "mouse._xorg", "_util.xorg", "_util.xorg_keysyms", "keyboard._uinput", "_util.uinput"),
+    "win32": ("keyboard._win32", "mouse._win32", "_util.win32", "_util.win32_vks"),
+    "darwin": ("keyboard._darwin", "mouse._darwin", "_util.darwin", "_util.darwin_vks"),
+}
+HOOKS_DIR_NAME = "hooks"
+
+
+def hook_files(platform: str) -> dict[str, str]:
+    """PyInstaller hooks (file name -> source) that replace or add to the ones it ships."""
+    backends = [f"pynput.{name}" for name in PYNPUT_BACKENDS.get(platform, PYNPUT_BACKENDS["linux"])]
+    return {
+        "hook-onnxscript.py": 'module_collection_mode = "pyz+py"  # sources for inspect.getsource\n',
+        "hook-pynput.py": f"hiddenimports = {backends!r}\n",
+    }
 
 
 def _installed(distribution: str) -> bool:
@@ -66,6 +86,14 @@ def _installed(distribution: str) -> bool:
     return True
 
 
+def write_hooks(out: Path, platform: str) -> Path:
+    folder = out / HOOKS_DIR_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in hook_files(platform).items():
+        (folder / name).write_text(source, encoding="utf-8")
+    return folder
+
+
 def pyinstaller_args(out: Path, windows: bool) -> list[str]:
     """The PyInstaller command line (without the program name) for this platform."""
     icons = ROOT / "assets" / assets.ICONS_DIR
@@ -74,8 +102,8 @@ def pyinstaller_args(out: Path, windows: bool) -> list[str]:
         "--name", APP_NAME,
         "--onedir",
         "--noconfirm",
-        "--clean",
         "--log-level", "WARN",
+        "--additional-hooks-dir", str(out / HOOKS_DIR_NAME),
         "--distpath", str(out / "dist"),
         "--workpath", str(out / "work"),
         "--specpath", str(out),
@@ -124,6 +152,7 @@ def _rerun_with_venv() -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"build folder (default {DEFAULT_OUT})")
+    parser.add_argument("--clean", action="store_true", help="discard PyInstaller's caches from earlier builds first")
     args = parser.parse_args(argv)
     rerun = _rerun_with_venv()
     if rerun is not None:
@@ -132,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out.resolve()
     started = time.monotonic()
-    PyInstaller.__main__.run(pyinstaller_args(out, os.name == "nt"))
+    write_hooks(out, sys.platform)
+    PyInstaller.__main__.run([*pyinstaller_args(out, os.name == "nt"), *(["--clean"] if args.clean else [])])
     exe = frozen_executable(out)
     if not exe.exists():
         print(f"the build did not produce {exe}", file=sys.stderr)
