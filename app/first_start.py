@@ -11,6 +11,7 @@ the CPU, the test suite). Owner: the UI thread (this object lives in it; the pro
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -51,9 +52,12 @@ class DeviceProblemDialog(QMessageBox):
     """What is wrong, how to fix it (selectable, so commands can be copied), continue or quit."""
 
     def __init__(self, problem: DeviceProblem, parent: QWidget | None = None) -> None:
-        super().__init__(QMessageBox.Icon.Warning, f"OmniTalk: {problem.title}", problem.message, parent=parent)
+        super().__init__(QMessageBox.Icon.Warning, f"OmniTalk: {problem.title}", "", parent=parent)
         self.setObjectName("deviceProblemDialog")
-        self.setInformativeText(f"How to fix it: {problem.fix}\n\nYou can also continue on the CPU (slow).")
+        self.setText(f"<b>{html.escape(problem.title)}</b>")  # a headline: not every desktop shows the title
+        self.setInformativeText(
+            f"{problem.message}\n\nHow to fix it: {problem.fix}\n\nYou can also continue on the CPU (slow)."
+        )
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.continue_button = self.addButton(CONTINUE_TEXT, QMessageBox.ButtonRole.AcceptRole)
         self.quit_button = self.addButton(QUIT_TEXT, QMessageBox.ButtonRole.RejectRole)

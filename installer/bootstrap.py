@@ -311,14 +311,16 @@ def install_menu_entry(desktop: bool) -> list[Path]:
     return []
 
 
-def uninstall_menu_entry() -> list[Path]:
+def uninstall_menu_entry() -> tuple[list[Path], int]:
+    """Remove what install_menu_entry added: (the files removed, how many empty folders went with them)."""
     if os.name == "nt":
         from installer import shortcuts_windows
 
-        return shortcuts_windows.uninstall()
+        return shortcuts_windows.uninstall(), 0
     from installer import desktop_linux
 
-    return desktop_linux.uninstall()
+    removed = desktop_linux.uninstall()
+    return list(removed.files), len(removed.folders)
 
 
 def install_command(argv: Sequence[str]) -> int:
@@ -343,9 +345,10 @@ def install_command(argv: Sequence[str]) -> int:
 
 def uninstall_command(argv: Sequence[str]) -> int:
     _menu_parser("uninstall").parse_args(argv)
-    removed = uninstall_menu_entry()
-    if removed:
-        say("removed:\n" + "\n".join(f"  {p}" for p in removed))
+    files, folders = uninstall_menu_entry()
+    if files:
+        also = f"\n  and {folders} empty folder(s) that install had created" if folders else ""
+        say("removed:\n" + "\n".join(f"  {p}" for p in files) + also)
     else:
         say("nothing to remove: OmniTalk was not added to the menu for this user.")
     say(

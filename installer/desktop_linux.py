@@ -174,24 +174,31 @@ def install(checkout: Path, locations: Locations | None = None) -> list[Path]:
     return list(files)
 
 
-def uninstall(locations: Locations | None = None) -> list[Path]:
-    """Remove what install added (files, then the folders it created if empty); return what was removed."""
+@dataclass(frozen=True, slots=True)
+class Removed:
+    files: tuple[Path, ...] = ()
+    folders: tuple[Path, ...] = ()  # created by install, empty again
+
+
+def uninstall(locations: Locations | None = None) -> Removed:
+    """Remove what install added (files, then the folders it created if empty); say what was removed."""
     locations = locations or Locations.from_env()
     if not locations.manifest.exists():
-        return []
+        return Removed()
     manifest = _read_manifest(locations.manifest)
-    removed = []
+    files = []
     for name in manifest["files"]:
         path = Path(name)
         if path.is_file() or path.is_symlink():
             path.unlink()
-            removed.append(path)
+            files.append(path)
     locations.manifest.unlink()
-    removed.append(locations.manifest)
+    files.append(locations.manifest)
+    folders = []
     for name in sorted(manifest["folders"], key=lambda f: len(Path(f).parts), reverse=True):
         folder = Path(name)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-            removed.append(folder)
+            folders.append(folder)
     _refresh_caches(locations)
-    return removed
+    return Removed(tuple(files), tuple(folders))

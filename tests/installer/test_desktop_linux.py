@@ -74,9 +74,10 @@ def test_reinstall_is_idempotent_and_uninstall_restores_home_exactly(home: Path)
     desktop_linux.install(ROOT)
     assert _tree(home) == first
     removed = desktop_linux.uninstall()
-    assert home / ".local/share/applications/omnitalk.desktop" in removed
+    assert home / ".local/share/applications/omnitalk.desktop" in removed.files
+    assert home / ".local/share/icons/hicolor/16x16/apps" in removed.folders
     assert _tree(home) == before
-    assert desktop_linux.uninstall() == []  # a second uninstall has nothing left to do
+    assert desktop_linux.uninstall() == desktop_linux.Removed()  # a second uninstall has nothing to do
 
 
 def test_uninstall_keeps_what_was_there_before_and_what_others_added(home: Path) -> None:
@@ -128,7 +129,8 @@ def test_launcher_install_and_uninstall_commands(home: Path, monkeypatch: pytest
     assert "application menu" in out and str(home / ".local/share/applications/omnitalk.desktop") in out
     assert bootstrap.main(["uninstall"]) == 0
     out = capsys.readouterr().out
-    assert "removed:" in out and "Kept:" in out
+    assert "removed:" in out and "omnitalk.desktop" in out and "empty folder(s) that install had created" in out
+    assert "Kept:" in out
     assert not (home / ".local/share/applications/omnitalk.desktop").exists()
     calls.clear()
     assert bootstrap.main(["install", "--no-shortcuts"]) == 0
