@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
 
 from app.tasks import run_in_background
+from engine.heap import import_long_lived
 from engine.paths import config_dir
 from installer.device_check import DeviceProblem, DeviceState, device_problem, probe
 
@@ -84,12 +85,17 @@ class DeviceCheck(QObject):
         self._state_path = state_path
         self.dialog: DeviceProblemDialog | None = None
 
+    def _probe_job(self) -> DeviceState:
+        # This thread may be the first to import torch while the UI runs (and the model loads).
+        import_long_lived(optional=("torch",))
+        return self._probe()
+
     @property
     def state_path(self) -> Path:
         return self._state_path or config_dir() / STATE_FILE_NAME
 
     def start(self) -> None:
-        run_in_background(self._probe, self._on_probed, self._on_probe_failed, context=self)
+        run_in_background(self._probe_job, self._on_probed, self._on_probe_failed, context=self)
 
     def _on_probe_failed(self, exc: BaseException) -> None:
         logger.warning("the GPU check at start failed: %r", exc)
