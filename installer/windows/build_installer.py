@@ -1,4 +1,4 @@
-"""Build the Windows installer (on Windows, with Inno Setup 6.3+):
+"""Build the Windows installer (on Windows, with Inno Setup 6.6+):
 
     python installer\\windows\\build_installer.py      ->  build\\windows\\OmniTalk-<version>-setup.exe
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch_python(args.python_dir)
     iscc = args.iscc or find_iscc()
     if iscc is None:
-        print("Inno Setup 6.3+ is needed (ISCC.exe): https://jrsoftware.org/isdl.php", file=sys.stderr)
+        print("Inno Setup 6.6+ is needed (ISCC.exe): https://jrsoftware.org/isdl.php", file=sys.stderr)
         return 1
     command = iscc_command(iscc, args.python_dir.resolve())
     print(" ".join(command))

@@ -1,4 +1,4 @@
-; OmniTalk's Windows installer: per user, no admin rights (Inno Setup 6.3 or newer).
+; OmniTalk's Windows installer: per user, no admin rights (Inno Setup 6.6 or newer).
 ;
 ; Build it with installer\windows\build_installer.py, which passes the version from
 ; engine\version.py (/DAppVersion, the one version source) and the private Python (/DPythonDir).
@@ -11,6 +11,9 @@
 ;   4. its uninstaller removes all of that and keeps the downloaded models unless
 ;      "Also remove the downloaded models (N GB)" is ticked.
 
+#if Ver < EncodeVer(6, 6, 0)
+  #error Inno Setup 6.6 or newer is needed (ExecAndLogOutput, CreateCustomForm with its size)
+#endif
 #ifndef AppVersion
   #error Build with installer\windows\build_installer.py: it passes /DAppVersion from engine\version.py
 #endif
@@ -222,7 +225,7 @@ var
   Box: TNewCheckBox;
   OkButton: TNewButton;
 begin
-  Form := CreateCustomForm(ScaleX(420), ScaleY(150), False, True);
+  Form := CreateCustomForm(420, 150, False, True);  { scaled by Inno Setup itself }
   try
     Form.Caption := 'Uninstall OmniTalk';
     Info := TNewStaticText.Create(Form);
