@@ -36,6 +36,7 @@ def test_frozen_the_child_is_the_app_itself(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_run_child_runs_the_module_as_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # run_child sets the child's argv
+    monkeypatch.delitem(sys.modules, "engine.__main__", raising=False)  # as in a fresh child process
     assert run_child(["--model", "x"]) is None  # an ordinary app start
     assert run_child([CHILD_FLAG, "engine", "--version"]) == 0
     assert capsys.readouterr().out.strip() == f"OmniTalk engine {__version__}"
