@@ -21,9 +21,10 @@ from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
 from app.setup_wizard import SetupWizard
+from app.single_instance import InstanceServer, ask_running_instance, bring_to_front, server_name
 from app.tasks import wait_for_background
 from app.theme import apply_theme
-from engine.paths import APP_NAME
+from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
 from installer.desktop_linux import DESKTOP_ID
 
@@ -161,7 +162,14 @@ def _with_command_line(settings: AppSettings, args: argparse.Namespace) -> AppSe
 def run(args: argparse.Namespace) -> int:
     """Start the GUI and block in the Qt event loop until the window closes; return the exit code."""
     app = create_app()
+    # Started again while running (a second click on the menu entry): show that window instead.
+    instance = InstanceServer(server_name(config_dir()), app)
+    if ask_running_instance(instance.name):
+        logger.info("OmniTalk is already running: asked it to show its window")
+        return 0
+    instance.listen()
     controller = Controller(args)
+    instance.showRequested.connect(lambda: bring_to_front(controller.window))
     _install_excepthook(lambda: controller.window)
     controller.window.show()
     # Let the window paint first; anything slow starts after the event loop runs.
