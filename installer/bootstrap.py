@@ -54,6 +54,7 @@ if not __package__:  # run as a script: make the `installer` package importable
 from installer.console import StatusLine, format_duration, say  # noqa: E402
 from installer.cuda_check import cuda_libraries_present, diagnose, probe_torch  # noqa: E402
 from installer.gpu import GpuInfo, detect_nvidia  # noqa: E402
+from installer.install_lock import install_lock  # noqa: E402
 from installer.pip_progress import (  # noqa: E402
     LOG_NAME,
     RAW_PROGRESS_PIP,
@@ -83,6 +84,7 @@ from installer.torch_install import install_torch, probe_index  # noqa: E402
 __all__ = ["APT_TEST_PACKAGES", "ensure_environment", "main"]
 
 VENV_DIR = ROOT / ".venv"
+LOCK_PATH = ROOT / ".omnitalk-install.lock"
 STAMP_NAME = "omnitalk-install.json"
 MIN_PYTHON = (3, 10)
 # Arguments that main.py answers without Qt: no system libraries needed.
@@ -169,7 +171,13 @@ def _report_cuda(
 
 
 def ensure_environment(extras: Sequence[str]) -> Path:
-    """Create/refresh ``.venv`` so it holds torch (right build) and the project; return its python."""
+    """Create/refresh ``.venv`` so it holds torch (right build) and the project; return its python.
+    One launcher at a time: a second one (a second click on the menu entry) waits, then finds it done."""
+    with install_lock(LOCK_PATH, say):
+        return _ensure_environment(extras)
+
+
+def _ensure_environment(extras: Sequence[str]) -> Path:
     if sys.version_info < MIN_PYTHON:
         wanted = ".".join(map(str, MIN_PYTHON))
         raise SystemExit(f"[omnitalk] Python {wanted}+ is needed, this is {platform.python_version()}")

@@ -76,6 +76,7 @@ Filename: "{#GuiPython}"; Parameters: """{app}\main.py"""; WorkingDir: "{app}"; 
 [UninstallDelete]
 ; What the install step and the app made inside the app folder.
 Type: filesandordirs; Name: "{app}\.venv"
+Type: files; Name: "{app}\.omnitalk-install.lock"
 Type: filesandordirs; Name: "{app}\build"
 Type: filesandordirs; Name: "{app}\omnitalk.egg-info"
 Type: filesandordirs; Name: "{app}\app\__pycache__"
