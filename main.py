@@ -1,6 +1,10 @@
 """OmniTalk entry point: command line, logging, then the Qt application.
 
 ``--version`` and ``--help`` answer without loading Qt or torch, so they are instant.
+``--self-check`` checks the installation and prints a report (``app/self_check.py``).
+The same file is the frozen build's entry (``installer/build.py``): there it also starts the
+engine's child processes (``engine/subprocess_entry.py``) and multiprocessing's workers, so both
+are dispatched before anything else runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.subprocess_entry import run_child
 from engine.version import __version__
 
 LOG_FILE_NAME = "omnitalk.log"
@@ -36,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocoder", type=Path, metavar="DIR", help="unit HiFi-GAN vocoder folder")
     parser.add_argument("--settings", type=Path, metavar="FILE", help="use this settings file")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--self-check",
+        action="store_true",
+        help="check the installation (libraries, window, one turn on a tiny built-in model), print a report, exit",
+    )
     return parser
 
 
@@ -56,23 +66,34 @@ def setup_logging(debug: bool = False) -> Path:
         logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
     )
     root.addHandler(file_handler)
-    console = logging.StreamHandler()
-    console.setLevel(logging.DEBUG if debug else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(console)
+    if sys.stderr is not None:  # a windowed build (pythonw, the frozen app on Windows) has no console
+        console = logging.StreamHandler()
+        console.setLevel(logging.DEBUG if debug else logging.WARNING)
+        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(console)
     _logging_configured = True
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A frozen build is started again as multiprocessing's workers and as the engine's children
+    # (vocoder export, fine-tuning): those command lines are not ours to parse.
+    multiprocessing.freeze_support()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    child_code = run_child(argv)
+    if child_code is not None:
+        return child_code
     # GPU numbers from the driver (settings) must match torch's on PCs with several GPUs.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     args = build_parser().parse_args(argv)
     log_path = setup_logging(args.debug)
     logging.getLogger(__name__).info("OmniTalk %s starting (log: %s)", __version__, log_path)
-    # Worker processes (fine-tuning) must not inherit Qt state; frozen builds need freeze_support.
-    multiprocessing.freeze_support()
+    # Worker processes must not inherit Qt state.
     multiprocessing.set_start_method("spawn", force=True)
+    if args.self_check:
+        from app.self_check import main as self_check
+
+        return self_check()
     # Qt aborts the process when its platform plugin cannot load, with a hint that is often wrong and
     # nothing in our log: name the real missing library (or display) first.
     from installer.qt_platform import platform_problem

@@ -2,6 +2,8 @@
 rem OmniTalk launcher (Windows). Double-click to install everything into .venv and start the app
 rem (pip's output is kept in .venv\omnitalk-install.log).
 rem   omnitalk.cmd test [pytest args]   runs the test suite instead.
+rem   omnitalk.cmd install [--desktop]  installs, then adds a Start-menu (and desktop) shortcut.
+rem   omnitalk.cmd uninstall            removes those shortcuts (models and settings stay).
 rem   set OMNITALK_TORCH=cpu^|cuda^|cu126^|skip to override the torch build (installer\torch_build.py).
 setlocal
 set "HERE=%~dp0"

@@ -15,14 +15,18 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
 from app.bridge import EngineBridge, EngineFactory
+from app.first_start import start_device_check
+from app.icons import app_icon
 from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
 from app.setup_wizard import SetupWizard
+from app.single_instance import InstanceServer, ask_running_instance, bring_to_front, server_name
 from app.tasks import wait_for_background
 from app.theme import apply_theme
-from engine.paths import APP_NAME
+from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
+from installer.desktop_linux import DESKTOP_ID
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +53,15 @@ def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
 
 def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    assert isinstance(app, QApplication), "a QCoreApplication exists: OmniTalk needs a QApplication"
     app.setApplicationName(APP_NAME)
     app.setApplicationVersion(__version__)
     app.setOrganizationName(APP_NAME)
-    return app  # type: ignore[return-value]
+    # The window's icon (title bar, task bar, About box); on Wayland the desktop file name is the
+    # app id that ties the window to the menu entry `./omnitalk install` writes.
+    app.setWindowIcon(app_icon())
+    app.setDesktopFileName(DESKTOP_ID)
+    return app
 
 
 class Controller:
@@ -159,12 +168,21 @@ def _with_command_line(settings: AppSettings, args: argparse.Namespace) -> AppSe
 def run(args: argparse.Namespace) -> int:
     """Start the GUI and block in the Qt event loop until the window closes; return the exit code."""
     app = create_app()
+    # Started again while running (a second click on the menu entry): show that window instead.
+    instance = InstanceServer(server_name(config_dir()), app)
+    if ask_running_instance(instance.name):
+        logger.info("OmniTalk is already running: asked it to show its window")
+        return 0
+    instance.listen()
     controller = Controller(args)
+    instance.showRequested.connect(lambda: bring_to_front(controller.window))
     _install_excepthook(lambda: controller.window)
     controller.window.show()
     # Let the window paint first; anything slow starts after the event loop runs.
     QTimer.singleShot(0, controller.start)
     QTimer.singleShot(0, controller.window.on_started)
+    # No NVIDIA driver or a CPU-only torch: say so and offer the CPU (once per situation).
+    QTimer.singleShot(0, lambda: start_device_check(controller.window))
     app.aboutToQuit.connect(controller.shutdown)
     code = app.exec()
     # A background task (a first `import torch` for the memory probe can take seconds) must finish

@@ -210,6 +210,35 @@ def _http_status(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
     return (f"{host} answered {http_status_words(status)}.", "Try again later.")
 
 
+def _resume_impossible(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    return (f"The saved training cannot be continued: {message}", "Start the training again from the beginning.")
+
+
+def _training_memory(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    needed, free = facts.get("needed_bytes"), facts.get("free_bytes")
+    text = message
+    if isinstance(needed, int | float) and isinstance(free, int | float):
+        text = f"Training needs about {needed / GB:.1f} GB; {free / GB:.1f} GB is free."
+    return (text, "Close other programs, train with a smaller LoRA rank and batch, or shorten the longest answers.")
+
+
+def _training_disk_full(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    return ("The disk filled up while the training was being saved.", "Free some disk space, then resume the training.")
+
+
+def _training_diverged(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    loss, step = facts.get("loss"), facts.get("step")
+    text = f"The training became unstable (loss {loss} at step {step})." if loss is not None else message
+    return (text, "Train again with a lower learning rate.")
+
+
+def _quantized_unit_decoder(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    return (
+        f"The speech decoder cannot be trained in full on a {facts.get('quant', 'quantized')} model.",
+        "Train it with LoRA, or choose 16-bit precision if the memory allows.",
+    )
+
+
 _BY_REASON: dict[Reason, Callable[[Mapping[str, Fact], str], tuple[str, str]]] = {
     Reason.PORTAUDIO_MISSING: _portaudio,
     Reason.NO_DEVICE: _no_device,
@@ -227,6 +256,11 @@ _BY_REASON: dict[Reason, Callable[[Mapping[str, Fact], str], tuple[str, str]]] =
     Reason.MEMORY_SHORT: _memory,
     Reason.UNREACHABLE: _unreachable,
     Reason.HTTP_STATUS: _http_status,
+    Reason.RESUME_IMPOSSIBLE: _resume_impossible,
+    Reason.TRAINING_MEMORY_SHORT: _training_memory,
+    Reason.TRAINING_DISK_FULL: _training_disk_full,
+    Reason.TRAINING_DIVERGED: _training_diverged,
+    Reason.QUANTIZED_UNIT_DECODER: _quantized_unit_decoder,
 }
 
 

@@ -27,7 +27,9 @@ from app.bridge import EngineBridge
 from app.error_words import NO_SPEAKER_NOTE, describe_failed
 from app.global_hotkey import GlobalHotkey
 from app.help_dialogs import LogsDialog, about_text
+from app.icons import app_icon
 from app.settings import AppSettings
+from app.tasks import run_in_background
 from app.transcript import TranscriptView
 from app.words import LOGS_ACTION, SETTINGS_ACTION, SETUP_ACTION
 from engine.events import EngineState, Failed, ModelInfo, Ready, StateChanged, TurnFinished, TurnStarted
@@ -65,6 +67,7 @@ class MainWindow(QMainWindow):
         self.bridge = bridge
         self.settings = settings or AppSettings()
         self.setWindowTitle("OmniTalk")
+        self.setWindowIcon(app_icon())  # the About box and dialogs take their icon from here
         self.resize(*WINDOW_SIZE_PX)
         self._state = EngineState.IDLE
         self._talk_down = False  # the talk key/button is held (or toggled on)
@@ -157,6 +160,10 @@ class MainWindow(QMainWindow):
         self.show_logs_action = QAction("&" + LOGS_ACTION, self)
         self.show_logs_action.triggered.connect(self.show_logs)
         help_menu.addAction(self.show_logs_action)
+        self.copy_report_action = QAction("&Copy diagnostic report", self)
+        self.copy_report_action.setToolTip("Versions, GPU and folders for a bug report (nothing from the conversation)")
+        self.copy_report_action.triggered.connect(self.copy_diagnostic_report)
+        help_menu.addAction(self.copy_report_action)
         self.about_action = QAction("&About OmniTalk", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
@@ -386,6 +393,25 @@ class MainWindow(QMainWindow):
         dialog = LogsDialog(folder / LOG_FILE_NAME, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
+
+    def copy_diagnostic_report(self) -> None:
+        """Help → Copy diagnostic report: collected in the background (imports torch), then copied."""
+        from app.self_check import diagnostic_report
+
+        self.copy_report_action.setEnabled(False)
+        self._set_status("Collecting the diagnostic report…")
+        summary = self.model_summary
+
+        def copied(report: str) -> None:
+            self.copy_report_action.setEnabled(True)
+            QApplication.clipboard().setText(report)
+            self._set_status("The diagnostic report is on the clipboard: paste it into your bug report.")
+
+        def failed(exc: BaseException) -> None:
+            self.copy_report_action.setEnabled(True)
+            self._set_status(f"The diagnostic report could not be collected: {exc}")
+
+        run_in_background(lambda: diagnostic_report(summary), copied, failed, context=self)
 
     def show_about(self) -> None:
         text = about_text(self.model_info, self.audio_banner.status_text, self.model_summary)

@@ -12,7 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from engine.errors import EngineError, Reason
+from engine.cli_words import cli_error_text
+from engine.errors import EngineError
 from engine.version import __version__
 
 # Modules with a `register(subparsers)` function. Missing ones are skipped so a partial checkout
@@ -25,25 +26,6 @@ COMMAND_MODULES = (
 )
 
 logger = logging.getLogger(__name__)
-
-# The command line's own advice for the cases where it has an option to name (the GUI names its
-# buttons in app/error_words.py; the engine's ``fix`` names neither: engine/errors.py).
-CLI_FIXES: dict[Reason, str] = {
-    Reason.ENCODER_NOT_FOUND: "Pass --speech-encoder PATH (Whisper large-v3.pt or a whisper-large-v3 folder).",
-    Reason.CUDA_UNAVAILABLE: "Pass --device cpu (slow), or install the NVIDIA driver and a CUDA build of PyTorch.",
-    Reason.BF16_UNSUPPORTED: "Pass --quant fp16 or --quant nf4.",
-    Reason.MEMORY_SHORT: "Pass --quant nf4 (the smallest), or a smaller --max-new-tokens.",
-    Reason.VOCODER_GPU_UNAVAILABLE: "Pass --device cpu.",
-}
-
-
-def cli_error_text(exc: EngineError) -> str:
-    """``error (kind): message [file: path] Fix: ...`` with the CLI's own advice where it has one."""
-    fix = CLI_FIXES.get(exc.reason) if exc.reason is not None else None
-    fix = fix or exc.fix
-    where = f" [file: {exc.path}]" if exc.path is not None else ""
-    return f"error ({exc.kind}): {exc.message}{where}" + (f" Fix: {fix}" if fix else "")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -45,6 +45,12 @@ class Reason(str, Enum):
     BF16_UNSUPPORTED = "bf16_unsupported"
     VOCODER_GPU_UNAVAILABLE = "vocoder_gpu_unavailable"
     MEMORY_SHORT = "memory_short"
+    # fine-tuning (python -m engine finetune); facts as named
+    RESUME_IMPOSSIBLE = "resume_impossible"  # no usable checkpoint, or one of another run
+    TRAINING_MEMORY_SHORT = "training_memory_short"  # facts: needed_bytes, free_bytes
+    TRAINING_DISK_FULL = "training_disk_full"  # a checkpoint could not be saved
+    TRAINING_DIVERGED = "training_diverged"  # facts: loss, step
+    QUANTIZED_UNIT_DECODER = "quantized_unit_decoder"  # full decoder training asked on a 4/8-bit base; facts: quant
     # downloads (DownloadError); facts: host, url, status, detail
     UNREACHABLE = "unreachable"  # no connection, DNS failure, timeouts after the retries
     HTTP_STATUS = "http_status"  # the server answered with an error status

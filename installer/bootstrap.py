@@ -2,6 +2,8 @@
 
     ./omnitalk [APP ARGS]        (omnitalk.cmd on Windows)  install if needed, then start the app
     ./omnitalk test [PYTEST ARGS]                           install with dev tools, then run pytest
+    ./omnitalk install [--desktop] [--no-shortcuts]         install, then add OmniTalk to the app menu
+    ./omnitalk uninstall                                    remove what ``install`` added to the menu
 
 What it does (re-runs are fast: a stamp in ``.venv`` records what was installed):
 1. makes a virtual environment in the checkout (``.venv``);
@@ -32,6 +34,7 @@ Standard library only: this runs before anything is installed. Run as ``python i
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -51,6 +54,7 @@ if not __package__:  # run as a script: make the `installer` package importable
 from installer.console import StatusLine, format_duration, say  # noqa: E402
 from installer.cuda_check import cuda_libraries_present, diagnose, probe_torch  # noqa: E402
 from installer.gpu import GpuInfo, detect_nvidia  # noqa: E402
+from installer.install_lock import install_lock  # noqa: E402
 from installer.pip_progress import (  # noqa: E402
     LOG_NAME,
     RAW_PROGRESS_PIP,
@@ -80,10 +84,13 @@ from installer.torch_install import install_torch, probe_index  # noqa: E402
 __all__ = ["APT_TEST_PACKAGES", "ensure_environment", "main"]
 
 VENV_DIR = ROOT / ".venv"
+LOCK_PATH = ROOT / ".omnitalk-install.lock"
 STAMP_NAME = "omnitalk-install.json"
 MIN_PYTHON = (3, 10)
 # Arguments that main.py answers without Qt: no system libraries needed.
 INFO_ARGS = {"--version", "--help", "-h"}
+# --self-check reports missing system libraries itself, next to everything else it checks.
+NO_SYSTEM_CHECK_ARGS = INFO_ARGS | {"--self-check"}
 
 
 def venv_python(venv: Path | None = None) -> Path:
@@ -164,7 +171,13 @@ def _report_cuda(
 
 
 def ensure_environment(extras: Sequence[str]) -> Path:
-    """Create/refresh ``.venv`` so it holds torch (right build) and the project; return its python."""
+    """Create/refresh ``.venv`` so it holds torch (right build) and the project; return its python.
+    One launcher at a time: a second one (a second click on the menu entry) waits, then finds it done."""
+    with install_lock(LOCK_PATH, say):
+        return _ensure_environment(extras)
+
+
+def _ensure_environment(extras: Sequence[str]) -> Path:
     if sys.version_info < MIN_PYTHON:
         wanted = ".".join(map(str, MIN_PYTHON))
         raise SystemExit(f"[omnitalk] Python {wanted}+ is needed, this is {platform.python_version()}")
@@ -275,14 +288,96 @@ def _run_child(cmd: Sequence[str | Path]) -> int:
         return 130
 
 
+def _menu_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"omnitalk {command}")
+    if command == "install":
+        parser.description = (
+            "Set up everything OmniTalk needs (as the first start does), then add OmniTalk to your "
+            "application menu (Linux) or Start menu (Windows), for this user only."
+        )
+        parser.add_argument("--desktop", action="store_true", help="Windows: also put a shortcut on the desktop")
+        parser.add_argument(
+            "--no-shortcuts", action="store_true", help="only set up (the Windows installer makes its own shortcuts)"
+        )
+    else:
+        parser.description = (
+            "Remove what `install` added to the menu. The environment (.venv) and your models and settings stay."
+        )
+    return parser
+
+
+def install_menu_entry(desktop: bool) -> list[Path]:
+    """The application-menu entry (Linux) or Start-menu shortcut (Windows); [] where there is neither."""
+    if os.name == "nt":
+        from installer import shortcuts_windows
+
+        return shortcuts_windows.install(ROOT, desktop)
+    if platform.system() == "Linux":
+        from installer import desktop_linux
+
+        return desktop_linux.install(ROOT)
+    return []
+
+
+def uninstall_menu_entry() -> tuple[list[Path], int]:
+    """Remove what install_menu_entry added: (the files removed, how many empty folders went with them)."""
+    if os.name == "nt":
+        from installer import shortcuts_windows
+
+        return shortcuts_windows.uninstall(), 0
+    from installer import desktop_linux
+
+    removed = desktop_linux.uninstall()
+    return list(removed.files), len(removed.folders)
+
+
+def install_command(argv: Sequence[str]) -> int:
+    options = _menu_parser("install").parse_args(argv)
+    ensure_environment([])
+    ensure_system(APP_REQUIREMENTS)
+    if options.no_shortcuts:
+        say("OmniTalk is installed.")
+        return 0
+    try:
+        made = install_menu_entry(options.desktop)
+    except (OSError, RuntimeError) as exc:
+        raise SystemExit(f"[omnitalk] the environment is ready, but the menu entry failed: {exc}") from exc
+    if not made:
+        say(f"OmniTalk is installed; start it with {ROOT / 'omnitalk'} (no menu entry on {platform.system()}).")
+        return 0
+    entries = [p for p in made if p.suffix in (".desktop", ".lnk")]
+    where = "Start menu" if os.name == "nt" else "application menu"
+    say(f"OmniTalk is in your {where}:\n" + "\n".join(f"  {p}" for p in entries))
+    return 0
+
+
+def uninstall_command(argv: Sequence[str]) -> int:
+    _menu_parser("uninstall").parse_args(argv)
+    files, folders = uninstall_menu_entry()
+    if files:
+        also = f"\n  and {folders} empty folder(s) that install had created" if folders else ""
+        say("removed:\n" + "\n".join(f"  {p}" for p in files) + also)
+    else:
+        say("nothing to remove: OmniTalk was not added to the menu for this user.")
+    say(
+        f"Kept: the environment ({VENV_DIR}), your settings and downloaded models "
+        "(README, \"Where things live\"). Delete them yourself if you no longer need them."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["install"]:
+        return install_command(args[1:])
+    if args[:1] == ["uninstall"]:
+        return uninstall_command(args[1:])
     if args[:1] == ["test"]:
         python = ensure_environment(["dev"])
         ensure_system(SYSTEM_REQUIREMENTS)
         return _run_child([python, "-m", "pytest", *args[1:]])
     python = ensure_environment([])
-    if not (args and set(args) <= INFO_ARGS):
+    if not (args and set(args) <= NO_SYSTEM_CHECK_ARGS):
         ensure_system(APP_REQUIREMENTS)
     return _run_child([python, ROOT / "main.py", *args])
 

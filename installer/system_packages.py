@@ -98,6 +98,8 @@ SYSTEM_REQUIREMENTS: tuple[SystemRequirement, ...] = (
     _tool("pulseaudio", "pulseaudio", "pulseaudio"),
     _tool("pactl", "pulseaudio-utils", "pulseaudio-utils"),
     _tool("import", "imagemagick", "ImageMagick"),
+    # The menu entry `./omnitalk install` writes is checked by the freedesktop validator.
+    _tool("desktop-file-validate", "desktop-file-utils", "desktop-file-utils"),
 )
 
 APP_REQUIREMENTS = tuple(r for r in SYSTEM_REQUIREMENTS if not r.tests_only)

@@ -14,8 +14,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings, models, caches and logs go to a temporary OMNITALK_HOME for every test."""
+    """Settings, models, caches and logs go to a temporary OMNITALK_HOME for every test; the app's
+    start-up GPU dialog (there is no GPU here) is off, except where tests/app/test_first_start.py asks."""
     monkeypatch.setenv("OMNITALK_HOME", str(tmp_path_factory.mktemp("omnitalk-home")))
+    monkeypatch.setenv("OMNITALK_GPU_CHECK", "skip")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

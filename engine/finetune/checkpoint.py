@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from engine.errors import BadInput, DiskFull, ModelCorrupt
+from engine.errors import BadInput, DiskFull, ModelCorrupt, Reason
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 TRAINING_DIR_SUFFIX = ".training"
+START_AGAIN_FIX = "Start the training again from the beginning (the checkpoint cannot be continued)."
 
 
 def training_dir(out: Path) -> Path:
@@ -85,7 +86,8 @@ def save_checkpoint(folder: Path, state: TrainState) -> Path:
             raise DiskFull(
                 "The disk filled up while saving a training checkpoint.",
                 path=folder,
-                fix="Free some disk space, then resume with --resume.",
+                fix="Free some disk space, then continue the training from its checkpoint.",
+                reason=Reason.TRAINING_DISK_FULL,
             ) from exc
         raise
     return path
@@ -94,16 +96,24 @@ def save_checkpoint(folder: Path, state: TrainState) -> Path:
 def load_checkpoint(folder: Path) -> TrainState:
     path = folder / CHECKPOINT_NAME
     if not path.is_file():
-        raise BadInput("There is no checkpoint to resume from.", path=path, fix="Start the run without --resume.")
+        raise BadInput(
+            "There is no checkpoint to resume from.", path=path, fix=START_AGAIN_FIX, reason=Reason.RESUME_IMPOSSIBLE
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise ModelCorrupt(
-            f"The training checkpoint cannot be read: {exc}", path=path, fix="Start the run again without --resume."
+            f"The training checkpoint cannot be read: {exc}",
+            path=path,
+            fix=START_AGAIN_FIX,
+            reason=Reason.RESUME_IMPOSSIBLE,
         ) from exc
     if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
         raise ModelCorrupt(
-            "The training checkpoint has an unknown format.", path=path, fix="Start the run again without --resume."
+            "The training checkpoint has an unknown format.",
+            path=path,
+            fix=START_AGAIN_FIX,
+            reason=Reason.RESUME_IMPOSSIBLE,
         )
     return TrainState(
         run=data["run"],
@@ -124,5 +134,6 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -
             raise BadInput(
                 f"The checkpoint was made with a different {what}; it cannot be continued.",
                 path=path,
-                fix="Use the same data, model and options as before, or start again without --resume.",
+                fix="Use the same data, model and options as before, or start the training from the beginning.",
+                reason=Reason.RESUME_IMPOSSIBLE,
             )

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.cli_words import cli_fix
 from engine.errors import Cancelled, EngineError, NotEnoughMemory
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "done":
         return f"done: adapter written to {event['adapter']}"
     if kind == "error":
-        return f"error ({event['kind']}): {event['message']}" + (f"\nFix: {event['fix']}" if event.get("fix") else "")
+        fix = cli_fix(event.get("reason"), event.get("fix"))
+        return f"error ({event['kind']}): {event['message']}" + (f"\nFix: {fix}" if fix else "")
     if kind == "targets":
         return f"speech units {event['done']}/{event['total']}"
     if kind == "download":
@@ -116,9 +118,17 @@ def describe(event: dict[str, Any]) -> str:
 
 
 def error_event(exc: BaseException) -> dict[str, Any]:
+    """The JSON ``error`` event: kind, reason and facts for an interface to word; ``message`` and an
+    interface-neutral ``fix`` as a fallback; the exit code this run ends with."""
     code = exit_code_for(exc)
+    details: dict[str, Any] = {}
     if isinstance(exc, EngineError):
         kind, message, fix = exc.kind, exc.message, exc.fix
+        details = {
+            "reason": exc.reason.value if exc.reason is not None else None,
+            "facts": dict(exc.facts),
+            "path": str(exc.path) if exc.path is not None else None,
+        }
     elif code == EXIT_OUT_OF_MEMORY:
         kind, message, fix = "out_of_memory", f"Out of memory: {str(exc).splitlines()[0] if str(exc) else exc!r}", None
     elif code == EXIT_CANCELLED:
@@ -127,7 +137,7 @@ def error_event(exc: BaseException) -> dict[str, Any]:
         kind, message, fix = "internal", f"{type(exc).__name__}: {exc}", "See the log for details."
     if code == EXIT_OUT_OF_MEMORY:
         kind, fix = "out_of_memory", fix or OOM_FIX
-    return {"event": "error", "kind": kind, "message": message, "fix": fix, "exit_code": code}
+    return {"event": "error", "kind": kind, "message": message, "fix": fix, **details, "exit_code": code}
 
 
 @contextmanager

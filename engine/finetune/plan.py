@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.config import OmniDims, QuantMode
-from engine.errors import BadInput
+from engine.errors import BadInput, Reason
 from engine.model.memory import CUDA_CONTEXT_BYTES, GB, estimate_memory
 
 StageChoice = Literal["1", "2", "both"]
@@ -321,7 +321,9 @@ def plan_training(
     if options.unit_mode == "full" and precision.qlora:
         raise BadInput(
             f"The unit decoder cannot be trained in full on a {precision.quant} base (its weights are quantized).",
-            fix="Use --unit-decoder lora, or --quant bf16/fp32 with enough memory.",
+            fix="Train the unit decoder with LoRA, or use a 16- or 32-bit base with enough memory.",
+            reason=Reason.QUANTIZED_UNIT_DECODER,
+            facts={"quant": precision.quant},
         )
     grad_ckpt = (
         options.grad_checkpointing

@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from engine.config import ConversationOptions
-from engine.errors import BadInput, Cancelled, NotEnoughMemory
+from engine.errors import BadInput, Cancelled, NotEnoughMemory, Reason
 from engine.finetune.checkpoint import (
+    START_AGAIN_FIX,
     TrainState,
     check_same_run,
     load_checkpoint,
@@ -164,7 +165,9 @@ class Trainer:
         if free is not None and plan.memory_needed_bytes > free:
             raise NotEnoughMemory(
                 f"Training needs about {plan.memory_needed_bytes / GB:.1f} GB, {free / GB:.1f} GB is free.",
-                fix="Close other programs, use --rank 8 and --batch 1, or shorten the longest answers.",
+                fix="Close other programs, use a smaller LoRA rank and batch, or shorten the longest answers.",
+                reason=Reason.TRAINING_MEMORY_SHORT,
+                facts={"needed_bytes": plan.memory_needed_bytes, "free_bytes": free},
             )
 
         from engine.model.omni import OmniModel
@@ -323,7 +326,10 @@ class Trainer:
         missing = sorted(set(named) - set(tensors))
         if missing:
             raise BadInput(
-                f"The checkpoint lacks {missing[0]}.", path=self.train_dir, fix="Start again without --resume."
+                f"The checkpoint lacks {missing[0]}.",
+                path=self.train_dir,
+                fix=START_AGAIN_FIX,
+                reason=Reason.RESUME_IMPOSSIBLE,
             )
         with torch.no_grad():
             for key, param in named.items():
@@ -477,7 +483,12 @@ class Trainer:
                 }
             )
             if not math.isfinite(loss):
-                raise BadInput(f"The training loss became {loss} at step {step + 1}.", fix="Use a lower --lr.")
+                raise BadInput(
+                    f"The training loss became {loss} at step {step + 1}.",
+                    fix="Train again with a lower learning rate.",
+                    reason=Reason.TRAINING_DIVERGED,
+                    facts={"loss": str(loss), "step": step + 1},
+                )
             if step + 1 == stage.total_steps or (step + 1) % stage.checkpoint_every == 0:
                 checkpoint(step + 1, rng_state())
         if stage.stage == 1 and self.plan.grad_checkpointing:

@@ -4,7 +4,8 @@
 milliseconds at a time; run in the engine thread, that froze the UI thread for up to 0.8 s during
 the first model load. In a child process the GIL is not shared.
 
-Protocol: the child (``python -m engine.vocoder.export_process --vocoder DIR --out DIR --opset N``)
+Protocol: the child (``python -m engine.vocoder.export_process --vocoder DIR --out DIR --opset N``,
+started through ``engine.subprocess_entry`` so it works from a frozen build too)
 writes one line per event on stdout, each ``@omnitalk-export `` followed by JSON:
 ``{"progress": f, "message": m}``, then ``{"done": true}`` or
 ``{"error": {kind, message, path, fix, reason, facts}}``.
@@ -25,6 +26,7 @@ import threading
 from pathlib import Path
 
 from engine.errors import EngineError, NotEnoughMemory, error_from_kind
+from engine.subprocess_entry import child_command, child_env
 from engine.vocoder.defaults import DEFAULT_OPSET
 from engine.vocoder.onnx_export import (
     DURATIONS_FILENAME,
@@ -40,19 +42,10 @@ logger = logging.getLogger(__name__)
 PREFIX = "@omnitalk-export "
 _TAIL_LINES = 20
 _EXIT_GRACE_S = 30.0
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `engine` package
 
 
 class ExportFailed(EngineError):
     """The export child process died without reporting an error (crash, killed, out of memory)."""
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(_PACKAGE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def export_in_subprocess(
@@ -71,18 +64,16 @@ def export_in_subprocess(
     Progress is relayed to ``on_progress`` from this thread; the child's EngineErrors are raised
     here with their kind (DiskFull, ModelCorrupt, ...); a crash raises ExportFailed.
     """
-    command = [
-        python or sys.executable, "-m", "engine.vocoder.export_process",
-        "--vocoder", str(Path(vocoder_dir).resolve()), "--out", str(Path(out_dir).resolve()), "--opset", str(opset),
-    ]
+    args = ["--vocoder", str(Path(vocoder_dir).resolve()), "--out", str(Path(out_dir).resolve()), "--opset", str(opset)]
     if fingerprint is not None:
-        command += ["--fingerprint", json.dumps(fingerprint)]
+        args += ["--fingerprint", json.dumps(fingerprint)]
+    command = child_command("engine.vocoder.export_process", args, python=python)
     flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0  # type: ignore[attr-defined]
     logger.info("exporting the vocoder to ONNX in a child process: %s", command)
     try:
         child = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=_child_env(), creationflags=flags, text=True, encoding="utf-8", errors="replace",
+            env=child_env(), creationflags=flags, text=True, encoding="utf-8", errors="replace",
         )
     except OSError as exc:
         raise ExportFailed(

@@ -18,6 +18,8 @@ ALLOWED = {
     "engine.preflight": "Qt-free pre-flight: GPUs, memory estimates and fit, folder checks",
     "engine.store": "model locations and the resumable downloader (run as a background task)",
     "engine.model_download": "what to download from where (run as a background task)",
+    "engine.heap": "import_long_lived: heavy imports off the UI thread without collector pauses",
+    "engine.self_check": "Qt-free checks and the report format of --self-check and Help → Copy diagnostic report",
 }
 # Only the bridge creates and drives the engine.
 BRIDGE_ONLY = {"engine.engine": "app/bridge.py"}

@@ -54,12 +54,18 @@ SAMPLE_FACTS: dict[Reason, dict[str, str | int | float]] = {
     Reason.MEMORY_SHORT: {"quant": "fp16", "device": "cuda", "needed_bytes": 18 * GB, "free_bytes": 7 * GB},
     Reason.UNREACHABLE: {"host": "huggingface.co", "url": "https://huggingface.co/api", "detail": "Name unknown"},
     Reason.HTTP_STATUS: {"host": "huggingface.co", "url": "https://huggingface.co/x", "status": 404},
+    Reason.RESUME_IMPOSSIBLE: {},
+    Reason.TRAINING_MEMORY_SHORT: {"needed_bytes": 9 * GB, "free_bytes": 6 * GB},
+    Reason.TRAINING_DISK_FULL: {},
+    Reason.TRAINING_DIVERGED: {"loss": "nan", "step": 12},
+    Reason.QUANTIZED_UNIT_DECODER: {"quant": "nf4"},
 }
 KIND_OF = {
     "PORTAUDIO": "audio_device", "DEVICE": "audio_device", "NO_DEVICE": "audio_device", "STREAMS": "audio_device",
     "NO_MODEL": "model_missing", "ENCODER": "model_missing", "CUDA": "device_unavailable",
     "BF16": "device_unavailable", "VOCODER": "device_unavailable", "MEMORY": "not_enough_memory",
-    "UNREACHABLE": "download", "HTTP": "download",
+    "UNREACHABLE": "download", "HTTP": "download", "RESUME": "bad_input", "TRAINING_MEMORY": "not_enough_memory",
+    "TRAINING_DISK": "disk_full", "TRAINING_DIVERGED": "bad_input", "QUANTIZED": "bad_input",
 }
 
 
