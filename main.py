@@ -9,11 +9,11 @@ import argparse
 import logging
 import logging.handlers
 import multiprocessing
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.gpu import use_pci_bus_order
 from engine.version import __version__
 
 LOG_FILE_NAME = "omnitalk.log"
@@ -66,7 +66,7 @@ def setup_logging(debug: bool = False) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # GPU numbers from the driver (settings) must match torch's on PCs with several GPUs.
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    use_pci_bus_order()
     args = build_parser().parse_args(argv)
     log_path = setup_logging(args.debug)
     logging.getLogger(__name__).info("OmniTalk %s starting (log: %s)", __version__, log_path)
