@@ -25,6 +25,7 @@ from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.config import ConversationOptions, OmniDims
 from engine.model.conversation import Conversation
 from engine.model.loader import OmniParts, ProgressCallback, load_parts
+from engine.model.precision import PartPrecision
 from engine.model.prompt import SPEECH_TOKEN_INDEX
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ class OmniModel:
         quant: str | None = None,
         on_progress: ProgressCallback | None = None,
         max_new_tokens: int = 512,
+        parts: PartPrecision | None = None,
+        vocoder_on_device: bool = True,
     ) -> OmniModel:
         """Load an Omni folder. ``device``: None/"auto"/"cpu"/"cuda[:N]"; ``quant``: None (nf4 on
-        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32. Raises ``EngineError`` kinds."""
+        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32; ``max_new_tokens``: the longest answer the
+        pre-flight budgets for; ``parts``: per-part precisions instead of the policy's (benchmarks);
+        ``vocoder_on_device``: the vocoder will share the GPU. Raises ``EngineError`` kinds."""
         return cls(
             load_parts(
                 model_dir,
@@ -65,6 +70,8 @@ class OmniModel:
                 quant=quant,
                 on_progress=on_progress,
                 max_new_tokens=max_new_tokens,
+                parts=parts,
+                vocoder_on_device=vocoder_on_device,
             )
         )
 
@@ -145,5 +152,4 @@ class OmniModel:
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., H) -> float32 logits (..., vocab)."""
-        head = self.llm.lm_head
-        return head(hidden.to(head.weight.dtype)).float()
+        return self.llm.lm_head(hidden.to(self.plan.head_dtype)).float()
