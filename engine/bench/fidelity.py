@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -199,6 +201,17 @@ def fidelity_table(rows: list[Row]) -> Table:
     return table
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed, or rebuilt from the parsed arguments."""
+    if "bench-fidelity" in sys.argv:
+        return "python -m engine " + shlex.join(sys.argv[1:])
+    threads = f" --threads {args.threads}" if args.threads is not None else ""
+    return (
+        f"python -m engine bench-fidelity --device {args.device} --size {args.size} --tokens {args.tokens} "
+        f"--questions {args.questions}{threads}"
+    )
+
+
 def run_fidelity(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
@@ -219,8 +232,7 @@ def run_fidelity(args: argparse.Namespace) -> int:
     section = f"""
 ## Fidelity of the per-part precisions: {args.size} model on {device} ({datetime.date.today().isoformat()})
 
-- Command: `python -m engine bench-fidelity --device {device} --size {args.size} --tokens {args.tokens} \
---questions {args.questions}` (took {time.perf_counter() - started:.0f} s)
+- Command: `{_command(args)}` (took {time.perf_counter() - started:.0f} s)
 - Device: {device_description(device, torch.get_num_threads())}
 - Versions: {versions()}
 - Reference: {reference}; every variant answers the same {len(questions)} questions ({note}) greedily,

@@ -36,6 +36,8 @@ from engine.model.precision import NF4_BLOCK, QUANTIZED, PartPrecision, part_pre
 # Native bf16 arithmetic (tensor cores) arrived with Ampere, compute capability 8.0.
 BF16_MIN_CAPABILITY = (8, 0)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# bitsandbytes' AVX512-BF16 CPU kernel packs output rows in tiles of this many (its block_n).
+CPU_PACK_ROWS = 32
 # LLM.int8's outlier threshold: input features above it are multiplied in 16 bit.
 INT8_OUTLIER_THRESHOLD = 6.0
 
@@ -200,9 +202,10 @@ def quantized_linear(mod: nn.Linear, plan: PrecisionPlan, kind: str) -> nn.Modul
             quant_type="nf4",
             device="meta",
         )
-        if mod.in_features % NF4_BLOCK:
-            # bitsandbytes' AVX512-BF16 CPU path repacks the weight per row of whole blocks and
-            # fails for such widths (0.50: "shape [512, 21] is invalid"); its plain path works.
+        if mod.in_features % NF4_BLOCK or mod.out_features % CPU_PACK_ROWS:
+            # bitsandbytes' AVX512-BF16 CPU path repacks the weight in tiles of whole blocks and
+            # rows and fails for other shapes (0.50: "shape [512, 21] is invalid", "N must be
+            # divisible by block_n"); its plain path works.
             layer.support_avx512bf16_for_cpu = False
         return layer
     return int8_linear_class()(

@@ -29,7 +29,3 @@ def choose_token(
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator)
 
-
-def pick_token(logits: torch.Tensor, options: DecodeOptions, generator: torch.Generator | None = None) -> int:
-    """logits: float32 (vocab,) -> token id on the host."""
-    return int(choose_token(logits, options, generator).item())

@@ -218,3 +218,25 @@ def test_estimate_is_exposed_without_loading(tiny_omni) -> None:
     dims = read_dims(tiny_omni.omni)
     assert estimate_memory(dims, "nf4").weight_bytes < estimate_memory(dims, "fp16").weight_bytes
     assert Path(tiny_omni.omni).is_dir()
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(96, 64), (128, 50), (1376, 512)])
+def test_nf4_on_cpu_for_widths_bitsandbytes_cannot_repack(n_in: int, n_out: int) -> None:
+    """bitsandbytes' AVX512-BF16 CPU kernel repacks whole 64-wide blocks and 32-row tiles; other
+    shapes (the mid benchmark's unit decoder, a tiny vocabulary's head) must still run."""
+    from engine.model.quant import assign_tensor, quantized_linear
+
+    cpu = torch.device("cpu")
+    plan = make_plan("nf4", cpu)
+    with torch.device("meta"):
+        layer = quantized_linear(nn.Linear(n_in, n_out, bias=False), plan, "nf4")
+    weight = torch.randn(n_out, n_in) / n_in**0.5
+    assign_tensor(layer, "weight", weight.half(), cpu, plan.compute_dtype)
+    layer.eval()  # as the loader leaves it: bitsandbytes repacks only for inference
+    x = torch.randn(25, n_in)
+    with torch.inference_mode():
+        y = layer(x)
+    dequantized = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    torch.testing.assert_close(y, x @ dequantized.t(), rtol=1e-3, atol=1e-3)  # the product of what was stored
+    # bitsandbytes' CPU quantizer is less exact for widths off the 64-wide block (~0.25 vs ~0.09).
+    assert float((y - x @ weight.t()).norm() / (x @ weight.t()).norm()) < 0.35
