@@ -15,8 +15,9 @@ for the GPU), ``crop_to``, ``valid``, and ``hf``, what transformers' forward tak
 in fixed buffers, and the position and attention mask are computed on the device from the slot's
 own counters, so the whole step (about 30 kernels per layer, seven of them bitsandbytes calls in
 nf4) can be captured once and replayed as one CUDA graph launch per token. Where capture fails
-(an op that syncs with the host, an old driver) the same code runs eagerly and ``graph_error``
-says why. On the CPU the step runs eagerly; it gives the dynamic path's tokens (tests).
+(an op that syncs with the host, an old driver) or one replay differs from the eager step, the
+same code runs eagerly and ``graph_error`` says why. On the CPU the step runs eagerly; it gives
+the dynamic path's tokens (tests).
 
 Owner: the ``OmniModel`` that created them; used from the engine thread only.
 """
@@ -37,6 +38,9 @@ from engine.gpu import error_summary
 logger = logging.getLogger(__name__)
 
 GRAPH_WARMUP_STEPS = 2  # eager runs on a side stream before capture (lazy cuBLAS/bitsandbytes set-up)
+# The same kernels on the same inputs: a replay matches the eager step to rounding, or it is wrong.
+REPLAY_RTOL = 1e-2
+REPLAY_ATOL = 1e-2
 
 
 class KvCache(ABC):
@@ -154,8 +158,9 @@ class DecodeStep:
         return self._output.clone()
 
     def capture(self) -> bool:
-        """Record the step as a CUDA graph. Uses the slot (its length is 0 afterwards). False, with
-        ``graph_error`` set and a warning logged, when capture fails; the step then runs eagerly."""
+        """Record the step as a CUDA graph and check one replay against the eager step. Uses the
+        slot (its length is 0 afterwards). False, with ``graph_error`` set and a warning logged,
+        when capture fails or the replay differs; the step then runs eagerly."""
         device = self._input.device
         try:
             side = torch.cuda.Stream(device)
@@ -170,10 +175,35 @@ class DecodeStep:
                 self._body()
         except RuntimeError as exc:
             torch.cuda.synchronize(device)
-            self.graph_error = error_summary(exc)
-            logger.warning("decode step not captured as a CUDA graph (it runs eagerly): %s", self.graph_error)
-            return False
-        finally:
             self._slot.set_length(0)
+            return self._no_graph(error_summary(exc))
+        differs = self._replay_differs(graph)
+        self._slot.set_length(0)
+        if differs is not None:
+            return self._no_graph(differs)
         self.graph = graph
         return True
+
+    def _replay_differs(self, graph: torch.cuda.CUDAGraph) -> str | None:
+        """One step at position 0 eagerly and replayed from ``graph``: why they differ, or None."""
+        probe = torch.linspace(-1.0, 1.0, self._input.numel(), device=self._input.device).view_as(self._input)
+        outputs = []
+        for replay in (False, True):
+            self._slot.set_length(0)
+            self._output.zero_()
+            self._input.copy_(probe.to(self._input.dtype))
+            if replay:
+                graph.replay()
+            else:
+                self._body()
+            outputs.append(self._output.float().clone())
+        eager, replayed = outputs
+        if torch.allclose(replayed, eager, rtol=REPLAY_RTOL, atol=REPLAY_ATOL):
+            return None
+        return f"the replayed step differs from the eager one (max |diff| {float((replayed - eager).abs().max()):.3g})"
+
+    def _no_graph(self, why: str) -> bool:
+        self.graph = None
+        self.graph_error = why
+        logger.warning("decode step not captured as a CUDA graph (it runs eagerly): %s", why)
+        return False

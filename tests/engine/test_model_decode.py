@@ -131,8 +131,17 @@ class _FakeGraph:
         self.captured()
 
 
+class _BrokenGraph(_FakeGraph):
+    """A graph whose replay computes nothing (what a step that baked in a host value would look like)."""
+
+    def replay(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
-def _fake_cuda(monkeypatch: pytest.MonkeyPatch, step: kv_cache.DecodeStep, fail: bool) -> Iterator[list[str]]:
+def _fake_cuda(
+    monkeypatch: pytest.MonkeyPatch, step: kv_cache.DecodeStep, fail: bool, graph_class: type = _FakeGraph
+) -> Iterator[list[str]]:
     calls: list[str] = []
 
     @contextlib.contextmanager
@@ -154,7 +163,7 @@ def _fake_cuda(monkeypatch: pytest.MonkeyPatch, step: kv_cache.DecodeStep, fail:
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", graph_class)
     monkeypatch.setattr(torch.cuda, "graph", graph)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("synchronize"))
     yield calls
@@ -176,12 +185,13 @@ def test_graph_capture_resets_the_slot_and_replays(
     try:
         with _fake_cuda(monkeypatch, step, fail=False), torch.inference_mode():
             assert step.capture()
-        assert bodies["n"] == GRAPH_WARMUP_STEPS + 1  # the warm-ups, then the pass that is recorded
+        # The warm-ups, the pass that is recorded, then one eager step and one replay compared.
+        assert bodies["n"] == GRAPH_WARMUP_STEPS + 1 + 2
         assert int(static_model._slot.position_counter()) == 0  # type: ignore[union-attr]  # their writes undone
         assert static_model.decode_path == "cuda graph"
         done = _done(static_model.conversation().respond_text("Hello", decode=SHORT))
         # Every step after the first token was a replay of the recorded body.
-        assert bodies["n"] == GRAPH_WARMUP_STEPS + 1 + SHORT.max_new_tokens - 1
+        assert bodies["n"] == GRAPH_WARMUP_STEPS + 3 + SHORT.max_new_tokens - 1
         ref = _done(tiny_omni_model.conversation().respond_text("Hello", decode=SHORT))
         assert done.token_ids == ref.token_ids and done.units == ref.units
     finally:
@@ -197,6 +207,18 @@ def test_failed_capture_runs_eagerly_and_says_why(static_model: OmniModel, monke
     assert int(static_model._slot.position_counter()) == 0  # type: ignore[union-attr]
     reason = "CUDA error: operation not permitted when stream is capturing"
     assert static_model.decode_path == f"static cache, eager ({reason})"
+    step.graph_error = None
+
+
+def test_a_replay_that_differs_from_the_eager_step_is_not_used(
+    static_model: OmniModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = static_model._step
+    assert step is not None and step.graph is None
+    with _fake_cuda(monkeypatch, step, fail=False, graph_class=_BrokenGraph), torch.inference_mode():
+        assert not step.capture()
+    assert step.graph is None and "differs from the eager one" in (step.graph_error or "")
+    assert int(static_model._slot.position_counter()) == 0  # type: ignore[union-attr]
     step.graph_error = None
 
 
