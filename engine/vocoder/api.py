@@ -144,12 +144,12 @@ def _warm_up(runtime: VocoderRuntime, on_progress: ProgressCallback | None) -> N
 
 
 def synthesize_units(
-    vocoder_dir: Path, units: Sequence[int], *, backend: str = "auto", device: str = "auto"
+    vocoder_dir: Path, units: Sequence[int], *, backend: str = "auto", device: str = "auto", gpu_index: int = 0
 ) -> np.ndarray:
     """One-shot synthesis: units (n_units,) -> float32 waveform (n_samples,) at 16 kHz.
 
     Loads (and on first ONNX use exports) the vocoder, synthesises the whole sequence in one pass
     and releases it. Empty ``units`` give an empty waveform; out-of-range ids raise BadInput.
     """
-    with load_vocoder_runtime(vocoder_dir, device, backend=backend, warm_up=False) as runtime:
+    with load_vocoder_runtime(vocoder_dir, device, backend=backend, warm_up=False, gpu_index=gpu_index) as runtime:
         return runtime.synthesize(units)
