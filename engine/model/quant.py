@@ -40,6 +40,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CPU_PACK_ROWS = 32
 # LLM.int8's outlier threshold: input features above it are multiplied in 16 bit.
 INT8_OUTLIER_THRESHOLD = 6.0
+# One-row products (decode steps) keep this many largest-magnitude input features in 16 bit instead
+# (a fixed count, so no host sync); LLM's hidden states have a handful of outlier features.
+INT8_OUTLIER_FEATURES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +160,43 @@ def _require_bitsandbytes() -> None:
 
 @functools.cache
 def int8_linear_class() -> type[nn.Module]:
-    """bitsandbytes' ``Linear8bitLt`` taking any float input: LLM.int8's kernels work in fp16, and
-    bitsandbytes would otherwise log a warning on every call that casts from bf16/fp32."""
+    """bitsandbytes' ``Linear8bitLt`` (LLM.int8) with two changes for inference.
+
+    - It takes any float input (LLM.int8's kernels work in fp16; bitsandbytes would otherwise log
+      a warning on every call that casts from bf16/fp32).
+    - One row (a decode step: the lm_head each token) never waits for the GPU. LLM.int8 finds the
+      outlier features by value (``if outliers.any()`` and ``argwhere``: two host syncs per call);
+      here the ``INT8_OUTLIER_FEATURES`` largest-magnitude features are the ones multiplied in 16
+      bit and the rest in int8, with shapes fixed in advance, so a step can run ahead of the GPU
+      and be captured in a CUDA graph. Several rows (a prompt, Whisper's 1500 frames) take
+      LLM.int8's own path.
+    """
     import bitsandbytes as bnb
 
     class Int8Linear(bnb.nn.Linear8bitLt):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             rows = x.reshape(-1, x.shape[-1]).to(torch.float16)  # its kernels take (rows, features)
-            out = cast(torch.Tensor, super().forward(rows))
+            if rows.shape[0] == 1 and not self.training:
+                out = self._one_row(rows)
+            else:
+                out = cast(torch.Tensor, super().forward(rows))
             return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+
+        def _one_row(self, row: torch.Tensor) -> torch.Tensor:
+            """row: fp16 (1, in) -> fp16 (1, out), without a host sync."""
+            if getattr(self.weight, "CB", None) is not None:  # what bitsandbytes' first forward does
+                self.init_8bit_state()
+            ops = torch.ops.bitsandbytes
+            cb, scb = self.state.CB, self.state.SCB  # int8 (out, in), fp32 (out,) row scales
+            assert cb is not None and scb is not None, "the int8 weight was never loaded"
+            k = min(INT8_OUTLIER_FEATURES, row.shape[-1])
+            outlier_idx = row.abs().topk(k, dim=-1).indices[0]
+            inliers = row.index_fill(-1, outlier_idx, 0.0)
+            ca, sca, _ = ops.int8_vectorwise_quant.default(inliers, 0.0)
+            bias = None if self.bias is None else self.bias.to(torch.float16)
+            out = ops.int8_scaled_mm.default(ca, cb, sca, scb, bias=bias, dtype=torch.float16)
+            outlier_weights = ops.int8_vectorwise_dequant.default(cb[:, outlier_idx].contiguous(), scb)
+            return cast(torch.Tensor, out + row[:, outlier_idx] @ outlier_weights.to(torch.float16).t())
 
     return Int8Linear
 

@@ -240,3 +240,39 @@ def test_nf4_on_cpu_for_widths_bitsandbytes_cannot_repack(n_in: int, n_out: int)
     torch.testing.assert_close(y, x @ dequantized.t(), rtol=1e-3, atol=1e-3)  # the product of what was stored
     # bitsandbytes' CPU quantizer is less exact for widths off the 64-wide block (~0.25 vs ~0.09).
     assert float((y - x @ weight.t()).norm() / (x @ weight.t()).norm()) < 0.35
+
+
+def test_int8_one_row_never_waits_and_keeps_outliers_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode step's lm_head: LLM.int8 would test ``outliers.any()`` (a host sync); the one-row
+    path keeps the largest features in 16 bit with fixed shapes, and is as close to fp as LLM.int8."""
+    from engine.model.quant import assign_tensor, quantized_linear
+
+    cpu = torch.device("cpu")
+    plan = make_plan("int8", cpu)
+    n_in, n_out = 512, 1000
+    with torch.device("meta"):
+        layer = quantized_linear(nn.Linear(n_in, n_out, bias=True), plan, "int8")
+    weight = torch.randn(n_out, n_in, generator=torch.Generator().manual_seed(0)) / n_in**0.5
+    bias = torch.randn(n_out) * 0.1
+    assign_tensor(layer, "weight", weight.half(), cpu, plan.compute_dtype)
+    assign_tensor(layer, "bias", bias, cpu, plan.compute_dtype)
+    layer.eval()
+    x = torch.randn(1, n_in, generator=torch.Generator().manual_seed(1))
+    x[0, :5] *= 40.0  # outlier features, as LLM hidden states have
+    reference = x @ weight.t() + bias
+    syncs = {"n": 0}
+    real_bool = torch.Tensor.__bool__
+
+    def counted_bool(self: torch.Tensor) -> bool:
+        syncs["n"] += 1
+        return real_bool(self)
+
+    with torch.inference_mode():
+        many = layer(torch.cat([x, x]))[:1]  # LLM.int8's own path
+        monkeypatch.setattr(torch.Tensor, "__bool__", counted_bool)
+        one = layer(x)
+        monkeypatch.undo()
+    assert syncs["n"] == 0
+    error_one = float((one - reference).norm() / reference.norm())
+    error_many = float((many - reference).norm() / reference.norm())
+    assert error_one < 0.02 and error_one < 1.5 * error_many
