@@ -13,11 +13,11 @@ import argparse
 import logging
 import logging.handlers
 import multiprocessing
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.gpu import use_pci_bus_order
 from engine.subprocess_entry import run_child
 from engine.version import __version__
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if child_code is not None:
         return child_code
     # GPU numbers from the driver (settings) must match torch's on PCs with several GPUs.
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    use_pci_bus_order()
     args = build_parser().parse_args(argv)
     log_path = setup_logging(args.debug)
     logging.getLogger(__name__).info("OmniTalk %s starting (log: %s)", __version__, log_path)

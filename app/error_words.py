@@ -153,6 +153,12 @@ def _no_cuda(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
     )
 
 
+def _gpu_not_found(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
+    index, count = facts.get("index"), facts.get("count")
+    text = f"GPU {index} was chosen, but only {count} GPU(s) can be used now." if count is not None else message
+    return (text, f"Choose another GPU under “{RUN_ON_ROW}” in {MODEL_PLACE} (was one removed?).")
+
+
 def _no_bf16(facts: Mapping[str, Fact], message: str) -> tuple[str, str]:
     fix = f"Choose fp16 or 4-bit under “{PRECISION_ROW}” in {MODEL_PLACE}."
     return ("This graphics card cannot compute in bf16.", fix)
@@ -251,6 +257,7 @@ _BY_REASON: dict[Reason, Callable[[Mapping[str, Fact], str], tuple[str, str]]] =
     Reason.NO_MODEL_LOADED: _no_model,
     Reason.ENCODER_NOT_FOUND: _no_encoder,
     Reason.CUDA_UNAVAILABLE: _no_cuda,
+    Reason.GPU_NOT_FOUND: _gpu_not_found,
     Reason.BF16_UNSUPPORTED: _no_bf16,
     Reason.VOCODER_GPU_UNAVAILABLE: _vocoder_gpu,
     Reason.MEMORY_SHORT: _memory,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from engine.cli_words import cli_error_text
 from engine.errors import EngineError
+from engine.gpu import use_pci_bus_order
 from engine.version import __version__
 
 # Modules with a `register(subparsers)` function. Missing ones are skipped so a partial checkout
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any command starts CUDA: cuda:N must be the GPU the driver (and the app's settings) call N.
+    use_pci_bus_order()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

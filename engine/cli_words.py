@@ -11,6 +11,7 @@ from engine.errors import EngineError, Reason
 CLI_FIXES: dict[Reason, str] = {
     Reason.ENCODER_NOT_FOUND: "Pass --speech-encoder PATH (Whisper large-v3.pt or a whisper-large-v3 folder).",
     Reason.CUDA_UNAVAILABLE: "Pass --device cpu (slow), or install the NVIDIA driver and a CUDA build of PyTorch.",
+    Reason.GPU_NOT_FOUND: "Pass --device cuda:N with a GPU PyTorch sees (nvidia-smi lists them), or --device cpu.",
     Reason.BF16_UNSUPPORTED: "Pass --quant fp16 or --quant nf4.",
     Reason.MEMORY_SHORT: "Pass --quant nf4 (the smallest), or a smaller --max-new-tokens.",
     Reason.VOCODER_GPU_UNAVAILABLE: "Pass --device cpu.",

@@ -20,6 +20,7 @@ everything tagged with an older generation is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -66,6 +67,7 @@ from engine.events import (
     StopTurn,
     TurnIgnored,
 )
+from engine.gpu import release_cuda_cache
 from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
 from engine.pipeline import LoadedModel, ModelLoader, TurnContext, TurnRequest, run_turn
 from engine.speech_out import SpeechOutput
@@ -243,6 +245,8 @@ class Engine:
         def progress(fraction: float, message: str) -> None:
             self._emit(LoadProgress(min(max(fraction, 0.0), 1.0), message))
 
+        if command.max_new_tokens is None:
+            command = dataclasses.replace(command, max_new_tokens=self.options.max_new_tokens)
         loaded = self._load(command, progress)
         self._loaded = loaded
         self._speech.set_vocoder(loaded.vocoder)
@@ -279,6 +283,9 @@ class Engine:
             # The load froze the heap (engine/heap.py); the model's reference cycles must become
             # collectable again, or a model swap would keep the old weights in memory.
             thaw("unloading the model")
+            # Then hand PyTorch's cached blocks back to the driver: the next load's pre-flight
+            # (free VRAM from the driver) would otherwise count them as used and refuse.
+            release_cuda_cache()
 
     def _apply_options(self, options: EngineOptions) -> None:
         old = self.options

@@ -42,6 +42,7 @@ class Reason(str, Enum):
     ENCODER_NOT_FOUND = "encoder_not_found"  # facts: looked (paths, "; "-separated)
     # compute devices (DeviceUnavailable, NotEnoughMemory); facts: device, quant, needed_bytes, free_bytes
     CUDA_UNAVAILABLE = "cuda_unavailable"
+    GPU_NOT_FOUND = "gpu_not_found"  # the chosen GPU index is not there; facts: index, count
     BF16_UNSUPPORTED = "bf16_unsupported"
     VOCODER_GPU_UNAVAILABLE = "vocoder_gpu_unavailable"
     MEMORY_SHORT = "memory_short"

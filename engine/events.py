@@ -79,6 +79,9 @@ class LoadModel:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quant: QuantMode | None = None  # None: nf4 on CUDA, fp32 on CPU
     adapter: Path | None = None  # a fine-tuned adapter folder (python -m engine finetune run)
+    # The longest answer the memory pre-flight budgets for (the unit decoder's cache grows with it).
+    # None: the engine's current EngineOptions.max_new_tokens.
+    max_new_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

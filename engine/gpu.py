@@ -1,4 +1,6 @@
-"""NVIDIA GPUs and their free/total memory, through NVML (``nvidia-ml-py``'s ``pynvml``).
+"""NVIDIA GPUs: listing through NVML, GPU numbering, and CUDA memory housekeeping; no torch import.
+
+``list_gpus``: the GPUs and their free/total memory, through NVML (``nvidia-ml-py``'s ``pynvml``).
 
 NVML comes with the driver, so this answers in milliseconds without importing torch or creating
 a CUDA context (which would itself take ~0.5 GB of the memory we are asking about). No package, no
@@ -6,20 +8,41 @@ driver, or no GPU all give an empty list: the caller then offers the CPU.
 
 Ordinals: ``GpuInfo.index`` is the number torch uses (``cuda:N``). NVML counts in PCI bus order,
 CUDA by default "fastest first"; both agree on single-GPU PCs and whenever
-``CUDA_DEVICE_ORDER=PCI_BUS_ID`` is set. ``CUDA_VISIBLE_DEVICES`` (indexes or ``GPU-`` UUIDs) is
-honoured the way CUDA applies it.
+``CUDA_DEVICE_ORDER=PCI_BUS_ID`` is set, which every entry point does first (``use_pci_bus_order``:
+the app's ``main.py`` and ``python -m engine``). ``CUDA_VISIBLE_DEVICES`` (indexes or ``GPU-``
+UUIDs) is honoured the way CUDA applies it.
+
+Memory housekeeping for the engine thread, which must not import torch itself (the app starts
+without it): ``release_cuda_cache`` returns PyTorch's cached blocks to the driver once a model is
+gone, so the next load's pre-flight (``cudaMemGetInfo``) sees them as free; ``is_out_of_memory``
+recognises an allocation failure from torch, bitsandbytes or onnxruntime by its type or message.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 VISIBLE_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+DEVICE_ORDER_ENV = "CUDA_DEVICE_ORDER"
+PCI_BUS_ORDER = "PCI_BUS_ID"
+# How allocation failures read: torch ("CUDA out of memory", "DefaultCPUAllocator: not enough
+# memory"), cuBLAS/cuDNN status codes, the CUDA runtime's error name, onnxruntime's arena ("Failed to
+# allocate memory for requested buffer") and its CUDA provider ("CUDA failure 2: out of memory").
+OUT_OF_MEMORY_MARKERS = (
+    "out of memory",
+    "not enough memory",
+    "failed to allocate memory",
+    "cudaerrormemoryallocation",
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +119,44 @@ def list_gpus() -> list[GpuInfo]:
             nvml.nvmlShutdown()
         except nvml.NVMLError:
             logger.debug("nvmlShutdown failed", exc_info=True)
+
+
+def use_pci_bus_order() -> None:
+    """Number CUDA devices in PCI bus order, as NVML (and so the settings' GPU list) does.
+
+    Only effective before CUDA starts in this process, so entry points call it first; child
+    processes inherit it. A value the user set is kept.
+    """
+    os.environ.setdefault(DEVICE_ORDER_ENV, PCI_BUS_ORDER)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (GPU or host), whoever raised it."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none), for error texts."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+def release_cuda_cache() -> bool:
+    """Collect unreachable objects, then hand PyTorch's cached GPU blocks back to the driver.
+
+    Returns True when a cache was emptied (torch is imported and this process started CUDA);
+    never imports torch or starts CUDA itself.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return False
+    torch.cuda.empty_cache()
+    return True

@@ -17,6 +17,7 @@ from engine.pipeline import LoadedModel, ProgressFn, TurnRequest
 logger = logging.getLogger(__name__)
 
 MODEL_SHARE = 0.85  # of the load progress bar; the vocoder (export on first use) gets the rest
+DEFAULT_MAX_NEW_TOKENS = 512  # what the pre-flight budgets for when LoadModel does not say
 VOCODER_DIR_CANDIDATES = ("vocoder", "unit-vocoder")
 
 
@@ -89,6 +90,7 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
     from engine.vocoder.api import load_vocoder_runtime
 
     device = None if command.device == "auto" else command.device
+    vocoder_dir = command.vocoder_dir or find_vocoder_dir(Path(command.model_dir))
     model = OmniModel.load(
         command.model_dir,
         command.speech_encoder,
@@ -96,20 +98,23 @@ def load_omni(command: LoadModel, progress: ProgressFn) -> LoadedModel:
         quant=command.quant,
         on_progress=lambda f, m: progress(f * MODEL_SHARE, m),
         adapter=command.adapter,
+        max_new_tokens=command.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        vocoder_on_device=vocoder_dir is not None,
     )
-    vocoder_dir = command.vocoder_dir or find_vocoder_dir(Path(command.model_dir))
     vocoder = None
     if vocoder_dir is None:
         logger.warning("No vocoder folder given or found next to %s: answers will be text only", command.model_dir)
     else:
-        # On a GPU, onnxruntime uses CUDA when its provider loads, else CPU (and logs why).
-        vocoder_device = "auto" if model.device.type == "cuda" else "cpu"
+        # On the model's GPU, onnxruntime uses CUDA when its provider loads and the vocoder fits,
+        # else the CPU (and logs why).
+        cuda = model.device.type == "cuda"
         vocoder = load_vocoder_runtime(
             Path(vocoder_dir),
-            device=vocoder_device,
+            device="auto" if cuda else "cpu",
             on_progress=lambda f, m: progress(MODEL_SHARE + f * (1 - MODEL_SHARE), m),
             backend="auto",
             export_in_subprocess=True,
+            gpu_index=model.device.index or 0,
         )
     progress(1.0, "Ready")
     backend = OmniBackend(model)

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
-from engine.errors import AudioDeviceError
+from engine.errors import AudioDeviceError, EngineError
 from engine.events import (
     EngineOptions,
     EngineState,
@@ -160,10 +160,13 @@ def run_turn(ctx: TurnContext, request: TurnRequest, turn_id: int, t0: float, us
     if interrupted:
         ctx.model.keep_spoken_prefix(_heard_tokens(speech, audio, units_after_token))
     if audio is not None and audio.done.is_set() and audio.error is not None:
-        if isinstance(audio.error, AudioDeviceError):
-            speaker_error = speaker_error or audio.error
+        error = audio.error
+        if isinstance(error, AudioDeviceError):
+            speaker_error = speaker_error or error
+        elif isinstance(error, EngineError):  # e.g. the vocoder ran out of GPU memory: its kind and advice
+            ctx.emit(Failed(error.kind, f"Speech synthesis failed: {error.message}", error.fix, turn_id))
         else:
-            ctx.emit(Failed("internal", f"Speech synthesis failed: {audio.error}", "See the log.", turn_id))
+            ctx.emit(Failed("internal", f"Speech synthesis failed: {error}", "See the log.", turn_id))
     if speaker_error is not None:
         ctx.emit(Failed.of(speaker_error, turn_id))
 

@@ -82,13 +82,18 @@ class TinyPaths:
 
 
 class _Init:
-    """Seeded tensors: fan-in scaled normals, so random activations stay O(1)."""
+    """Seeded tensors: fan-in scaled normals, so random activations stay O(1).
 
-    def __init__(self, seed: int) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
+    ``device``: where the numbers are drawn (a GPU draws an 8B set in seconds; the CPU's stream and
+    a GPU's differ for the same seed). Tensors are returned on that device.
+    """
+
+    def __init__(self, seed: int, device: str = "cpu") -> None:
+        self.device = device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
 
     def normal(self, *shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.gen) * std
+        return torch.randn(*shape, generator=self.gen, device=self.device) * std
 
     def linear(self, out_f: int, in_f: int, gain: float = 1.0) -> torch.Tensor:
         return self.normal(out_f, in_f, std=gain / in_f**0.5)
@@ -139,17 +144,17 @@ def _mlp(init: _Init, prefix: str, d: int) -> dict[str, torch.Tensor]:
 
 
 def whisper_state_dict(
-    enc: EncoderDims, text: WhisperTextDims, seed: int, conv_gain: float = 1.0
+    enc: EncoderDims, text: WhisperTextDims, seed: int, conv_gain: float = 1.0, device: str = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """openai-whisper ``model_state_dict`` names (encoder + decoder), float16."""
-    init = _Init(seed)
+    """openai-whisper ``model_state_dict`` names (encoder + decoder), float16 on ``device``."""
+    init = _Init(seed, device)
     d = enc.n_audio_state
     sd: dict[str, torch.Tensor] = {
         "encoder.conv1.weight": init.linear(d, enc.n_mels * 3, gain=conv_gain).view(d, enc.n_mels, 3),
         "encoder.conv1.bias": init.normal(d, std=0.02),
         "encoder.conv2.weight": init.linear(d, d * 3, gain=conv_gain).view(d, d, 3),
         "encoder.conv2.bias": init.normal(d, std=0.02),
-        "encoder.positional_embedding": sinusoids(enc.n_audio_ctx, d),
+        "encoder.positional_embedding": sinusoids(enc.n_audio_ctx, d).to(device),
     }
     for i in range(enc.n_audio_layer):
         p = f"encoder.blocks.{i}."
@@ -165,7 +170,7 @@ def whisper_state_dict(
         sd |= _attn(init, p + "cross_attn.", d) | _ln(init, p + "cross_attn_ln.", d)
         sd |= _mlp(init, p, d) | _ln(init, p + "mlp_ln.", d)
     sd |= _ln(init, "decoder.ln.", d)
-    return {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
+    return {k: v.to(torch.float16).cpu().contiguous() for k, v in sd.items()}
 
 
 def write_whisper_pt(path: Path, enc: EncoderDims, text: WhisperTextDims, state: dict[str, torch.Tensor]) -> Path:
@@ -220,14 +225,17 @@ def write_hf_whisper_folder(
     return folder
 
 
-def omni_tensor_groups(spec: TinySpec, vocab_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Llama + adapter + unit decoder under the official key names (float32), a layer at a time.
+def omni_tensor_groups(
+    spec: TinySpec, vocab_size: int, seed: int, device: str = "cpu"
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Llama + adapter + unit decoder under the official key names (float32 on ``device``), a layer
+    at a time.
 
     The one definition of the random weights: ``omni_state_dict`` collects the groups, and the
     benchmark's full-size writer (``engine.bench.sizes``) streams them to shards without holding
-    the whole model in memory; both give the same tensors for the same spec and seed.
+    the whole model in memory; both give the same tensors for the same spec, seed and device.
     """
-    init = _Init(seed + 1)
+    init = _Init(seed + 1, device)
     d, head_dim = spec.hidden, spec.hidden // spec.n_heads
     yield {"model.embed_tokens.weight": init.normal(vocab_size, d, std=1.0)}
     for i in range(spec.n_layers):

@@ -30,7 +30,60 @@ def _run(args: argparse.Namespace) -> int:
     return run_bench(BenchSettings.from_args(args, _command(args)))
 
 
+def _run_fidelity(args: argparse.Namespace) -> int:
+    from engine.bench.fidelity import run_fidelity
+
+    return run_fidelity(args)
+
+
+def _run_gpu_check(args: argparse.Namespace) -> int:
+    from engine.bench.gpu_check import run_gpu_check
+
+    return run_gpu_check(args)
+
+
+FIDELITY_SIZES = ("tiny", "mid")
+GPU_CHECK_BUDGET_S = 420.0
+GPU_CHECK_LAYERS = 32
+FIDELITY_TOKENS = 16
+FIDELITY_QUESTIONS = 5
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    f = subparsers.add_parser(
+        "bench-fidelity",
+        help="greedy tokens and embeddings of each per-part precision variant vs a full-precision reference",
+        description="Loads a random-weight set once per precision variant (lm_head, Whisper, adapter in 4/8/16 bit) "
+        "and compares each one's answers to the bench's spoken questions with an fp32 (CPU) or fp16 (CUDA) "
+        "reference; appends a dated section to the results file.",
+    )
+    f.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    f.add_argument("--size", choices=FIDELITY_SIZES, default="mid")
+    f.add_argument("--tokens", type=int, default=FIDELITY_TOKENS, help="greedy answer length (%(default)s)")
+    f.add_argument("--questions", type=int, default=FIDELITY_QUESTIONS, help="spoken questions (%(default)s)")
+    f.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    f.add_argument("--seed", type=int, default=0, help="random weights (%(default)s)")
+    f.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results file to append to (%(default)s)")
+    f.add_argument("--no-append", action="store_true", help="print the section only")
+    f.set_defaults(func=_run_fidelity)
+
+    g = subparsers.add_parser(
+        "gpu-check",
+        help="everything that needs a GPU in one run of a few minutes (bench/gpu_check.sh wraps it)",
+        description="Environment, bitsandbytes layers at the 8B's shapes, the tiny model in every precision, a "
+        "full-width nf4 set in a fresh process (load, encoder, decode speed, prefill, VRAM vs estimate), out of "
+        "memory under a cap, the vocoder's providers, precision fidelity and the engine's first audio; appends a "
+        "dated section to the results file. --device cpu is a quick dry run.",
+    )
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    g.add_argument("--layers", type=int, default=GPU_CHECK_LAYERS, help="Llama layers of the full-width set")
+    g.add_argument("--budget-s", type=float, default=GPU_CHECK_BUDGET_S, help="time for all checks (%(default)s)")
+    g.add_argument("--json", type=Path, default=None, help="also write every detail here")
+    g.add_argument("--workdir", type=Path, default=None, help="where the sets are written (default: a temp dir)")
+    g.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results file to append to (%(default)s)")
+    g.add_argument("--no-append", action="store_true", help="print the section only")
+    g.set_defaults(func=_run_gpu_check)
+
     p = subparsers.add_parser(
         "bench",
         help="measure first-audio latency, decode cost, throughput, memory and streaming quality",

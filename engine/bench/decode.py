@@ -43,28 +43,44 @@ def time_decode(model: OmniModel, n_tokens: int, mode: str) -> tuple[float, floa
     """(seconds per token, of which unit decoding) for ``n_tokens`` greedy steps after a prompt.
 
     mode: "text" (no units), "units" (our incremental decoder), "recompute" (reference streamer).
+    The loop is the conversation's: ``OmniModel.step`` (a CUDA graph on GPUs) and one read-back of
+    the token and the unit labels per step. On CUDA the unit decoder's share is its GPU time
+    (events, no extra wait); on the CPU its wall time.
     """
     ids = prompt_ids(model.dims.llm.vocab_size)
     cache = model.new_cache()
     hidden = model.forward(model.build_embeds(ids), cache)[:, -1]
     stream = UnitStream(model.unit_decoder, max_tokens=n_tokens)
     states: list[torch.Tensor] = []
+    cuda = model.device.type == "cuda"
     unit_s = 0.0
+    unit_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     model.synchronize()
     start = time.perf_counter()
     for _ in range(n_tokens):
-        token = int(model.logits(hidden[0]).argmax())
+        chosen = model.logits(hidden[0]).argmax().view(1)
         t_units = time.perf_counter()
-        if mode == "units":
-            stream.push(hidden)
-        elif mode == "recompute":
+        events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if cuda else None
+        if events is not None:
+            events[0].record()
+        labels = stream.frame_labels(hidden) if mode == "units" else None
+        if mode == "recompute":
             states.append(hidden)
             units_offline(model.unit_decoder, torch.cat(states))  # the reference re-runs everything
-        model.synchronize()
-        unit_s += time.perf_counter() - t_units
-        hidden = model.forward(model.embed_ids([token]).unsqueeze(0), cache)[:, -1]
+        if events is not None:
+            events[1].record()
+            unit_events.append(events)
+        else:
+            unit_s += time.perf_counter() - t_units
+        token, *frame_labels = (chosen if labels is None else torch.cat((chosen, labels))).tolist()
+        if labels is not None:
+            stream.accept(frame_labels)
+        hidden = model.step(token, cache)
     model.synchronize()
-    return (time.perf_counter() - start) / n_tokens, unit_s / n_tokens
+    elapsed = time.perf_counter() - start
+    if unit_events:
+        unit_s = sum(begin.elapsed_time(end) for begin, end in unit_events) / 1e3
+    return elapsed / n_tokens, unit_s / n_tokens
 
 
 @dataclass(frozen=True, slots=True)

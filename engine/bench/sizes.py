@@ -244,12 +244,19 @@ def write_bench_set(size: str, root: Path, seed: int = 0, progress: ProgressFn |
 
 
 def write_streamed_omni(
-    folder: Path, spec: TinySpec, seed: int, *, shard_bytes: int, progress: ProgressFn | None = None
+    folder: Path,
+    spec: TinySpec,
+    seed: int,
+    *,
+    shard_bytes: int,
+    progress: ProgressFn | None = None,
+    device: str = "cpu",
 ) -> Path:
     """An Omni folder like ``engine.tiny.write_omni_folder``'s, written a shard at a time.
 
     The tensors equal ``write_omni_folder``'s for the same spec and seed (the same random stream);
-    only the split into shards differs. Peak RAM: one shard plus one float32 tensor.
+    only the split into shards differs. Peak RAM: one shard plus one float32 tensor. ``device``
+    draws the numbers there (a GPU writes the 8B set in seconds; its random stream differs).
     """
     say = progress or (lambda message: None)
     folder = Path(folder)
@@ -282,9 +289,9 @@ def write_streamed_omni(
         say(f"wrote shard {len(parts)} ({pending_bytes / 1e9:.2f} GB, {total / 1e9:.1f} GB so far)")
         pending, pending_bytes = {}, 0
 
-    for group in omni_tensor_groups(spec, vocab, seed):
+    for group in omni_tensor_groups(spec, vocab, seed, device):
         for key, tensor in group.items():
-            half = tensor.to(torch.float16).contiguous()
+            half = tensor.to(torch.float16).cpu().contiguous()
             size = half.numel() * half.element_size()
             if pending and pending_bytes + size > shard_bytes:
                 flush()

@@ -20,8 +20,10 @@ Public API (import from the submodules; this package stays import-light for the 
 Modules: ``omni_config`` (config.json -> dims), ``safetensors_io`` (checked shard reading),
 ``encoder_loading`` (Whisper from shards / .pt / HF folder), ``pt_header`` (.pt structure without torch),
 ``dims`` (a folder's dims from headers), ``whisper_encoder`` (encoder + adapter),
-``llm`` (transformers LlamaForCausalLM on meta), ``quant`` (precision plan, bitsandbytes),
-``memory`` (estimates), ``unit_decoder`` (CTC decoder with KV cache), ``prompt`` / ``tokens``
+``llm`` (transformers LlamaForCausalLM on meta), ``precision`` (what each part is stored as, per
+mode), ``quant`` (device choice, precision plan, bitsandbytes), ``memory`` (estimates), ``kv_cache``
+(the LLM's KV cache and the CUDA-graph decode step), ``unit_decoder`` (CTC decoder with KV cache),
+``prompt`` / ``tokens``
 (llama_3 template, tokenizer, streaming detokenizer), ``loader``, ``omni``, ``conversation``,
 ``sampling``, ``events``, ``cli`` (``respond``, ``make-tiny``).
 """

@@ -88,7 +88,16 @@ def _respond(args: argparse.Namespace) -> int:
         from engine.vocoder.api import synthesize_units
 
         units = list(done.units)
-        wav = synthesize_units(vocoder_dir, units, backend=args.vocoder_backend) if units else np.zeros(0, np.float32)
+        wav = np.zeros(0, np.float32)
+        if units:  # on the model's device: its GPU (falling back to the CPU as the app does), or the CPU
+            cuda = model.device.type == "cuda"
+            wav = synthesize_units(
+                vocoder_dir,
+                units,
+                backend=args.vocoder_backend,
+                device="auto" if cuda else "cpu",
+                gpu_index=model.device.index or 0,
+            )
         save_audio(args.out_wav, wav)
         result["wav"] = str(args.out_wav)
         result["wav_s"] = round(wav.shape[0] / 16000, 3)

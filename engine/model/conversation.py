@@ -24,6 +24,14 @@ context (the user heard it). Closing the generator early has the same effect wit
 Units. Each token's hidden state (the one that produced it: inference convention
 ``[h(last prompt), h(y1..y_{N-1})]``) goes through the unit decoder incrementally
 (``UnitStream``); ``TokenStep.new_units`` are the units it added.
+
+One read-back per token. The token is chosen and the unit decoder launched on the device; the
+token id and the unit decoder's frame labels then come back to the host together, in one copy
+(the id must reach the host every token: the embedding table lives in host RAM). On a GPU that is
+the step's only wait.
+
+Out of memory (a long context on a small GPU, another program taking memory) ends the turn with
+``NotEnoughMemory`` and advice; the context is rebuilt from the turn records on the next turn.
 """
 
 from __future__ import annotations
@@ -36,15 +44,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from engine.audio.features import N_SAMPLES
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample, to_mono
 from engine.config import ConversationOptions, DecodeOptions
-from engine.errors import BadInput
+from engine.errors import BadInput, EngineError, NotEnoughMemory
+from engine.gpu import error_summary, is_out_of_memory, release_cuda_cache
 from engine.model.events import FinishReason, Stage, StageDone, TokenStep, TurnDone, TurnEvent, TurnTimings
+from engine.model.kv_cache import KvCache
 from engine.model.prompt import SPEECH_TOKEN_INDEX, PromptBuilder
-from engine.model.sampling import make_generator, pick_token
+from engine.model.sampling import choose_token, make_generator
 from engine.model.tokens import IncrementalDetokenizer
 from engine.model.unit_decoder import UnitStream
 
@@ -75,7 +84,8 @@ class Conversation:
         self.options = options or ConversationOptions()
         self.prompts = PromptBuilder(model.tokenizer, self.options)
         self.system_ids = self.prompts.system_ids()
-        self.max_context_tokens = self.options.max_context_tokens or model.config.model_max_length
+        wanted = self.options.max_context_tokens or model.config.model_max_length
+        self.max_context_tokens = min(wanted, model.max_context_tokens or wanted)
         self._n_speech = model.dims.n_speech_embeddings
         self.reset()
 
@@ -84,7 +94,7 @@ class Conversation:
     def reset(self) -> None:
         """Forget everything (a new conversation); the system prefix is prefilled on the next turn."""
         self.turns: list[TurnRecord] = []
-        self._cache: DynamicCache | None = None
+        self._cache: KvCache | None = None
         self._cache_valid = True
         self._pending: list[int] = []  # in the context, not yet in the cache (the closing tokens)
 
@@ -120,11 +130,15 @@ class Conversation:
             return
         base = self.n_context_tokens - len(last.answer_ids)  # positions before the answer
         last.answer_ids = body[:n_tokens] + [self.model.tokenizer.special.eot_id]
-        if self._cache is None or not self._cache_valid:
+        if not self._cache_usable():
             return  # rebuilt from the records on the next turn
-        keep = min(n_tokens, self._cache.get_seq_length() - base)
-        self._cache.crop(base + keep - self._cache.get_seq_length())
+        assert self._cache is not None
+        keep = min(n_tokens, self._cache.length - base)
+        self._cache.crop_to(base + keep)
         self._pending = last.answer_ids[keep:]
+
+    def _cache_usable(self) -> bool:
+        return self._cache is not None and self._cache_valid and self._cache.valid
 
     # ------------------------------------------------------------------ turns
 
@@ -175,13 +189,14 @@ class Conversation:
         """What must go through the LLM now so that the cache covers context + the new prompt."""
         ids: list[int]
         speech: list[torch.Tensor] = []
-        if self._cache is None or not self._cache_valid:
+        if not self._cache_usable():
             self._cache = self.model.new_cache()
             self._cache_valid = True
             ids = list(self.system_ids)
             kept = self.turns
         elif dropped:
-            self._cache.crop(len(self.system_ids) - self._cache.get_seq_length())
+            assert self._cache is not None
+            self._cache.crop_to(len(self.system_ids))
             ids, kept = [], self.turns
         else:
             ids, kept = list(self._pending), []
@@ -201,6 +216,26 @@ class Conversation:
         self._pending = turn.answer_ids[n_fed:]
 
     def _run(
+        self, prompt_ids: list[int], wav: np.ndarray | None, decode: DecodeOptions, should_stop: StopCheck
+    ) -> Iterator[TurnEvent]:
+        """The turn (``_turn``), with an allocation failure turned into ``NotEnoughMemory``."""
+        try:
+            yield from self._turn(prompt_ids, wav, decode, should_stop)
+            return
+        except Exception as exc:
+            if isinstance(exc, EngineError) or not is_out_of_memory(exc):
+                raise
+            detail = error_summary(exc)
+        # Out of the except block, so the failed frames (and the tensors they held) are gone.
+        self._cache = None  # invalid anyway; a dynamic cache's memory goes with it
+        release_cuda_cache()
+        raise NotEnoughMemory(
+            f"The answer ran out of memory ({detail}).",
+            fix="Start a new conversation or shorten the answer length; close other programs that use the GPU, "
+            "or choose a smaller precision (nf4).",
+        )
+
+    def _turn(
         self, prompt_ids: list[int], wav: np.ndarray | None, decode: DecodeOptions, should_stop: StopCheck
     ) -> Iterator[TurnEvent]:
         t0 = time.perf_counter()
@@ -247,10 +282,12 @@ class Conversation:
             eos = self.model.tokenizer.special.eos_ids
             finish: FinishReason = "context" if max_new < decode.max_new_tokens else "length"
             for step in range(max_new):
-                token = pick_token(self.model.logits(hidden[0]), decode, generator)
-                t_units = time.perf_counter()
-                new_units = units.push(hidden)
+                chosen = choose_token(self.model.logits(hidden[0]), decode, generator)
+                t_units = time.perf_counter()  # on a GPU this times the launch; the work overlaps the read-back
+                labels = units.frame_labels(hidden)
                 units_s += time.perf_counter() - t_units
+                token, *frame_labels = torch.cat((chosen, labels)).tolist()  # the step's one read-back
+                new_units = units.accept(frame_labels)
                 generated.append(token)
                 delta = detok.push(token)
                 if step == 0:
@@ -265,7 +302,8 @@ class Conversation:
                     finish = "cancelled"
                     break
                 t_step = time.perf_counter()
-                hidden = self.model.forward(self.model.embed_ids([token]).unsqueeze(0), self._cache)[:, -1]
+                assert self._cache is not None
+                hidden = self.model.step(token, self._cache)
                 decode_s += time.perf_counter() - t_step
         except GeneratorExit:
             self._close_answer(turn, generated)

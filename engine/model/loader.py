@@ -6,10 +6,15 @@ Order of work, so that every error surfaces before memory is spent:
 2. Locate the Whisper encoder (``encoder_loading``); dims of every part are now known (``dims``).
 3. Pre-flight memory estimate against free (V)RAM (``NotEnoughMemory``).
 4. Build every module on the meta device, compare expected names/shapes with the headers
-   (missing key, shape mismatch -> ``ModelIncompatible``), swap linears for bitsandbytes ones.
+   (missing key, shape mismatch -> ``ModelIncompatible``), swap linears for bitsandbytes ones
+   (the layers, lm_head and Whisper's linears, as ``engine.model.precision`` says).
 5. Read tensors one at a time (no mmap), convert/quantize onto the device, drop the CPU copy.
 
 Host memory while loading is therefore about one tensor plus whatever the plan keeps on the host.
+
+An allocation failure while loading (the pre-flight cannot see another program taking memory
+meanwhile, or a per-process cap) becomes ``NotEnoughMemory`` with advice, after everything the
+failed load allocated has been released (``_free_after_failure``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +32,24 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 from engine.config import OmniDims
-from engine.errors import ModelIncompatible
+from engine.errors import EngineError, ModelIncompatible, NotEnoughMemory
+from engine.gpu import error_summary, is_out_of_memory, release_cuda_cache
 from engine.model.dims import ADAPTER_PREFIX, resolve_dims
 from engine.model.encoder_loading import SHARD_ENCODER_PREFIX, EncoderCheckpoint, EncoderSource, open_encoder
 from engine.model.llm import build_meta_llm, finalize_llm, llama_config
 from engine.model.memory import MemoryEstimate, available_memory, check_fits, estimate_memory
 from engine.model.omni_config import OmniConfig, read_omni_config
+from engine.model.precision import QUANTIZED as QUANTIZED_KINDS
+from engine.model.precision import PartPrecision
 from engine.model.quant import (
     PrecisionPlan,
     assign_tensor,
     make_plan,
     meta_tensor_names,
     quantize_linears,
+    quantized_linear,
     resolve_device,
+    use_device,
 )
 from engine.model.safetensors_io import ShardSet, read_tensor
 from engine.model.tokens import TextTokenizer
@@ -70,6 +81,7 @@ class OmniParts:
     unit_decoder: UnitDecoder
     encoder_source: EncoderSource
     memory: MemoryEstimate
+    context_tokens: int  # the context budget the estimate (and a static KV cache) is sized for
     load_s: float
 
 
@@ -121,14 +133,61 @@ def load_parts(
     on_progress: ProgressCallback | None = None,
     context_tokens: int | None = None,
     max_new_tokens: int = 512,
+    parts: PartPrecision | None = None,
+    vocoder_on_device: bool = True,
+) -> OmniParts:
+    """Load a model folder (see the module docstring). ``parts`` overrides the per-part precision
+    policy; ``vocoder_on_device``: the pre-flight counts the vocoder on the same GPU."""
+    dev = resolve_device(device)
+    use_device(dev)
+    try:
+        return _load_parts(
+            Path(model_dir),
+            speech_encoder,
+            dev,
+            quant,
+            on_progress,
+            context_tokens,
+            max_new_tokens,
+            parts,
+            vocoder_on_device,
+        )
+    except Exception as exc:
+        if isinstance(exc, EngineError) or not is_out_of_memory(exc):
+            raise
+        detail = error_summary(exc)
+        # The traceback holds the frames that hold the half-built model: drop them first.
+        traceback.clear_frames(exc.__traceback__)
+    _free_after_failure()
+    where = "GPU memory" if dev.type == "cuda" else "RAM"
+    raise NotEnoughMemory(
+        f"Loading the model ran out of {where} ({detail}).",
+        path=model_dir,
+        fix="Close other programs that use the GPU, choose a smaller precision (nf4), or shorten the answer length.",
+    )
+
+
+def _free_after_failure() -> None:
+    """Return what a failed load allocated: its objects are unreachable now, the CUDA cache is not."""
+    release_cuda_cache()
+
+
+def _load_parts(
+    model_dir: Path,
+    speech_encoder: str | Path | None,
+    dev: torch.device,
+    quant: str | None,
+    on_progress: ProgressCallback | None,
+    context_tokens: int | None,
+    max_new_tokens: int,
+    parts: PartPrecision | None,
+    vocoder_on_device: bool,
 ) -> OmniParts:
     t0 = time.perf_counter()
-    model_dir = Path(model_dir)
     _progress(on_progress, 0.0, "Reading the model configuration")
     config = read_omni_config(model_dir)
-    dev = resolve_device(device)
     if quant is not None:
-        make_plan(quant, dev)  # an unknown or unsupported precision fails before the files are read
+        make_plan(quant, dev, parts)  # an unknown or unsupported precision fails before the files are read
     tokenizer = TextTokenizer.load(
         model_dir,
         config_eos_ids=config.eos_token_ids,
@@ -140,21 +199,25 @@ def load_parts(
     shards = ShardSet.open(model_dir)
     enc_ckpt = open_encoder(model_dir, shards, config.speech_encoder, speech_encoder)
     dims = resolve_dims(config, shards, enc_ckpt.source)
-    context = context_tokens or config.model_max_length
+    context_tokens = context_tokens or config.model_max_length
     free = available_memory(dev)
     if quant is None:  # the precision the app and the wizard call "recommended": one rule
-        quant = default_quant(dims, dev.type, free, max_new_tokens=max_new_tokens, context_tokens=context)
+        quant = default_quant(dims, dev.type, free, max_new_tokens=max_new_tokens, context_tokens=context_tokens)
         logger.info("precision %s chosen for %s (%s free)", quant, dev, free)
-    plan = make_plan(quant, dev)
-    if config.llm.tie_word_embeddings and plan.embed_on_host:
-        plan = dataclasses.replace(plan, embed_on_host=False)  # the head shares the table
+    plan = make_plan(quant, dev, parts)
+    if config.llm.tie_word_embeddings:
+        # The head shares the embedding table: it stays on the device, in the compute dtype.
+        tied = dataclasses.replace(plan.parts, head=plan.parts.compute)
+        plan = dataclasses.replace(plan, parts=tied, embed_on_host=False)
 
     memory = estimate_memory(
         dims,
         plan.quant,
         device_type=dev.type,
-        context_tokens=context,
+        context_tokens=context_tokens,
         max_new_tokens=max_new_tokens,
+        parts=plan.parts,
+        vocoder_on_device=vocoder_on_device,
     )
     check_fits(memory, free, context_allocated=dev.type == "cuda")
 
@@ -177,14 +240,15 @@ def load_parts(
 
     quantize_linears(llm.model.layers, plan)
     quantize_linears(unit_decoder.layers, plan)
+    quantize_linears(encoder.blocks, plan, plan.parts.encoder_linears)
+    if plan.parts.head in QUANTIZED_KINDS:
+        llm.lm_head = quantized_linear(llm.lm_head, plan, plan.parts.head)
 
     def placement(key: str) -> tuple[nn.Module, str, torch.device, torch.dtype]:
         if key.startswith(ADAPTER_PREFIX):
             return adapter, key[len(ADAPTER_PREFIX) :], dev, plan.adapter_dtype
         if key.startswith(UNIT_DECODER_PREFIX):
-            local = key[len(UNIT_DECODER_PREFIX) :]
-            dtype = plan.head_dtype if local.startswith("output_proj.") else plan.compute_dtype
-            return unit_decoder, local, dev, dtype
+            return unit_decoder, key[len(UNIT_DECODER_PREFIX) :], dev, plan.compute_dtype
         if key == "model.embed_tokens.weight":
             return llm, key, plan.embed_device, plan.compute_dtype
         if key == "lm_head.weight":
@@ -233,5 +297,6 @@ def load_parts(
         unit_decoder=unit_decoder,
         encoder_source=enc_ckpt.source,
         memory=memory,
+        context_tokens=context_tokens,
         load_s=load_s,
     )

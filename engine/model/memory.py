@@ -1,9 +1,20 @@
 """Pre-flight memory estimate per quantization mode, so the app can refuse before loading.
 
-``estimate_memory(dims, "nf4")`` adds up weights in the precision ``quant.make_plan`` gives each
-part, the LLM KV cache for the context budget, the unit decoder's KV cache for the longest answer,
-a working-set allowance and (on CUDA) the CUDA context. Bytes per NF4 weight include the
-double-quantized absmax constants: 4 bits + 8 bits per 64-weight block + fp32 per 256 blocks.
+``estimate_memory(dims, "nf4")`` adds up, on the device the model runs on:
+
+- the weights, each part in the precision ``engine.model.precision.part_precisions`` gives it (the
+  loader follows the same policy); bytes per NF4 weight include the double-quantized absmax
+  constants, int8 weights their per-row scales;
+- the LLM's KV cache for the whole context budget (on CUDA it is allocated once at that size:
+  ``engine.model.kv_cache``), and the unit decoder's for the longest answer that fits (its cache
+  is allocated per answer for ``max_new_tokens``, capped by the context);
+- a working set: the largest of the encoder's activations, one prefill chunk's (CUDA prefills in
+  chunks of ``PREFILL_CHUNK_TOKENS``) and the unit decoder's, each with the one 4-bit matrix
+  bitsandbytes may expand to 16 bit for a multi-row product;
+- on CUDA the unit vocoder (onnxruntime or PyTorch on the same GPU) and the CUDA context.
+
+Goal for the release (8B, Whisper-large-v3) in nf4 at a 2048-token context: at most 6.5 GB, so an
+8 GB card with a desktop on it holds it (``python -m engine gpu-check`` measures the real peak).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import OmniDims, QuantMode
 from engine.errors import NotEnoughMemory, Reason
+from engine.model.precision import FLOAT_BYTES, PartPrecision, part_precisions, weight_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -23,17 +35,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GB = 1_000_000_000
-# bitsandbytes NF4 with double quantization: 4 bits per weight, one 8-bit absmax per block of 64
-# weights, and one fp32 scale per 256 of those absmax values.
-NF4_BLOCK = 64
-NF4_DOUBLE_QUANT_BLOCK = 256
-NF4_BYTES_PER_WEIGHT = 0.5 + 1 / NF4_BLOCK + 4 / (NF4_BLOCK * NF4_DOUBLE_QUANT_BLOCK)
-INT8_BYTES_PER_WEIGHT = 1.0
+MB = 1_000_000
 # PyTorch's CUDA context with lazy module loading plus cuBLAS workspaces: typically 0.3-0.5 GB.
-CUDA_CONTEXT_BYTES = 500 * 1_000_000
+CUDA_CONTEXT_BYTES = 500 * MB
+# The unit HiFi-GAN on the GPU: 13.5M fp32 weights (54 MB), onnxruntime's CUDA provider (cuDNN and
+# cuBLAS handles and workspaces) and its arena for the largest streaming window.
+VOCODER_GPU_BYTES = 350 * MB
+# CUDA prefills long prompts in chunks of this many positions (engine.model.omni), so activations
+# stay those of one chunk; shorter prompts (a spoken question: ~350) go in one pass.
+PREFILL_CHUNK_TOKENS = 512
+# The 4-bit stack of the release must fit an 8 GB card with a desktop on it.
+TARGET_NF4_BYTES = 6_500 * MB
 CONTEXT_PART = "cuda context"
-RUNTIME_PARTS = frozenset({"llm kv cache", "unit kv cache", "activations", CONTEXT_PART})
-_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+VOCODER_PART = "vocoder"
+RUNTIME_PARTS = frozenset({"llm kv cache", "unit kv cache", "activations", VOCODER_PART, CONTEXT_PART})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +64,11 @@ class MemoryEstimate:
 
     @property
     def weight_bytes(self) -> int:
-        """The model's weights alone (no caches, activations or CUDA context)."""
+        """The model's weights alone (no caches, activations, vocoder or CUDA context)."""
         return sum(b for name, b in self.parts if name not in RUNTIME_PARTS)
+
+    def part(self, name: str) -> int:
+        return dict(self.parts).get(name, 0)
 
     def bytes_excluding_context(self) -> int:
         return sum(b for name, b in self.parts if name != CONTEXT_PART)
@@ -63,14 +81,6 @@ class MemoryEstimate:
         return "\n".join(lines)
 
 
-def _weight_bytes(n: int, mode: str, compute_bytes: int) -> int:
-    if mode == "nf4":
-        return int(n * NF4_BYTES_PER_WEIGHT)
-    if mode == "int8":
-        return int(n * INT8_BYTES_PER_WEIGHT)
-    return n * compute_bytes
-
-
 def estimate_memory(
     dims: OmniDims,
     quant: QuantMode,
@@ -78,48 +88,80 @@ def estimate_memory(
     device_type: str = "cuda",
     context_tokens: int = 2048,
     max_new_tokens: int = 512,
+    parts: PartPrecision | None = None,
+    vocoder_on_device: bool = True,
 ) -> MemoryEstimate:
-    """Bytes needed on ``device_type`` to load ``dims`` in ``quant`` and answer within the budget."""
+    """Bytes needed on ``device_type`` to load ``dims`` in ``quant`` and answer within the budget.
+
+    ``parts``: the per-part precisions when they differ from the policy (as ``make_plan``'s);
+    ``vocoder_on_device``: count the vocoder on the GPU (ignored on the CPU).
+    """
     cuda = device_type == "cuda"
-    compute = _DTYPE_BYTES.get(quant, 2 if cuda else 4)  # quantized modes compute in 16 bit on GPU
-    adapter_bytes = 4 if quant in ("nf4", "int8") else compute
-    encoder_bytes = 2 if cuda else (2 if quant == "bf16" else 4)
+    p = parts or part_precisions(quant, cuda=cuda)
+    compute, encoder_bytes = FLOAT_BYTES[p.compute], FLOAT_BYTES[p.encoder]
     llm, unit, enc = dims.llm, dims.unit_decoder, dims.encoder
-    layer_linear = (
-        llm.n_layers
-        * llm.hidden_size
-        * (llm.head_dim * (2 * llm.n_heads + 2 * llm.n_kv_heads) + 3 * llm.intermediate_size)
-    )
+    attn_out = llm.head_dim * (2 * llm.n_heads + 2 * llm.n_kv_heads)  # q, k, v, o rows and columns
+    layer_linear = llm.n_layers * llm.hidden_size * (attn_out + 3 * llm.intermediate_size)
+    qkv_rows = llm.head_dim * (llm.n_heads + 2 * llm.n_kv_heads)
+    layer_rows = llm.n_layers * (qkv_rows + 2 * llm.hidden_size + 2 * llm.intermediate_size)  # + o, gate, up, down
     norms = (2 * llm.n_layers + 1) * llm.hidden_size
     embed = llm.vocab_size * llm.hidden_size
-    parts: list[tuple[str, int]] = [
-        ("llm layers", _weight_bytes(layer_linear, quant, compute) + norms * compute),
-        ("lm_head", 0 if llm.tie_word_embeddings else embed * compute),
+    tied = llm.tie_word_embeddings
+    head = 0 if tied else weight_bytes(embed, p.head, llm.vocab_size)
+    parts_out: list[tuple[str, int]] = [
+        ("llm layers", weight_bytes(layer_linear, p.layers, layer_rows) + norms * compute),
+        ("lm_head", head),
     ]
     host = 0
-    if cuda and not llm.tie_word_embeddings:
+    if cuda and not tied:
         host = embed * compute
     else:
-        parts.append(("embeddings", embed * compute))
+        parts_out.append(("embeddings", embed * compute))
+    d = enc.n_audio_state
+    enc_linear = enc.n_audio_layer * 12 * d * d  # q, k, v, out (4 d²) + MLP (8 d²) per block
+    enc_rows = enc.n_audio_layer * 9 * d
     unit_linear = unit.n_layers * (4 * unit.dim * unit.dim + 3 * unit.dim * unit.ffn_dim)
-    unit_rest = unit.n_params - unit_linear
-    frames = max_new_tokens * unit.upsample_factor
-    parts += [
-        ("speech encoder", enc.n_params * encoder_bytes),
-        ("adapter", dims.adapter.n_params * adapter_bytes),
-        ("unit decoder", _weight_bytes(unit_linear, quant, compute) + unit_rest * compute),
+    unit_rows = unit.n_layers * (5 * unit.dim + 2 * unit.ffn_dim)
+    answer_tokens = min(max_new_tokens, context_tokens)
+    frames = answer_tokens * unit.upsample_factor
+    parts_out += [
+        (
+            "speech encoder",
+            weight_bytes(enc_linear, p.encoder_linears, enc_rows) + (enc.n_params - enc_linear) * encoder_bytes,
+        ),
+        ("adapter", dims.adapter.n_params * FLOAT_BYTES[p.adapter]),
+        ("unit decoder", weight_bytes(unit_linear, p.layers, unit_rows) + (unit.n_params - unit_linear) * compute),
         ("llm kv cache", 2 * llm.n_layers * llm.n_kv_heads * llm.head_dim * context_tokens * compute),
         ("unit kv cache", 2 * unit.n_layers * unit.dim * frames * compute),
     ]
-    # Working set: the larger of the encoder's MLP activations and a full-context prefill, plus
-    # one dequantized layer (bnb expands a 4-bit matrix to compute dtype for multi-token inputs).
-    encoder_act = 3 * enc.n_audio_ctx * 4 * enc.n_audio_state * encoder_bytes
-    prefill_act = 3 * context_tokens * llm.intermediate_size * compute + llm.vocab_size * 4
-    dequant = llm.hidden_size * llm.intermediate_size * compute if quant in ("nf4", "int8") else 0
-    parts.append(("activations", max(encoder_act, prefill_act) + dequant))
+    parts_out.append(("activations", _working_set(dims, p, cuda=cuda, context_tokens=context_tokens)))
+    if cuda and vocoder_on_device:
+        parts_out.append((VOCODER_PART, VOCODER_GPU_BYTES))
     if cuda:
-        parts.append((CONTEXT_PART, CUDA_CONTEXT_BYTES))
-    return MemoryEstimate(quant=quant, device_type=device_type, parts=tuple(parts), host_bytes=host)
+        parts_out.append((CONTEXT_PART, CUDA_CONTEXT_BYTES))
+    return MemoryEstimate(quant=quant, device_type=device_type, parts=tuple(parts_out), host_bytes=host)
+
+
+def _working_set(dims: OmniDims, p: PartPrecision, *, cuda: bool, context_tokens: int) -> int:
+    """Peak temporary bytes of the largest stage (they run one after another).
+
+    A multi-row product through an nf4 layer may expand that 4-bit matrix to 16 bit first
+    (bitsandbytes does so above a few dozen rows), so the prefill and the unit decoder's 25-row
+    steps count their largest matrix on top of their activations.
+    """
+    llm, unit, enc = dims.llm, dims.unit_decoder, dims.encoder
+    compute, encoder_bytes = FLOAT_BYTES[p.compute], FLOAT_BYTES[p.encoder]
+    mlp_rows = enc.n_audio_ctx * 4 * enc.n_audio_state
+    encoder_act = 3 * mlp_rows * encoder_bytes
+    if p.encoder_linears == "int8":
+        encoder_act += mlp_rows * (1 + 4)  # int8 copy of the input and the int32 product
+    nf4 = p.layers == "nf4"
+    chunk = min(context_tokens, PREFILL_CHUNK_TOKENS) if cuda else context_tokens
+    prefill_act = 3 * chunk * llm.intermediate_size * compute + llm.vocab_size * 4
+    prefill_act += llm.hidden_size * llm.intermediate_size * compute if nf4 else 0
+    unit_act = 3 * unit.upsample_factor * unit.ffn_dim * compute
+    unit_act += unit.dim * unit.ffn_dim * compute if nf4 else 0
+    return max(encoder_act, prefill_act, unit_act)
 
 
 def available_memory(device: torch.device | str) -> int | None:

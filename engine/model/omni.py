@@ -3,6 +3,12 @@
 It offers the building blocks one turn needs; ``Conversation`` (conversation.py) strings them
 together. Shapes below are for batch 1, which is all a push-to-talk assistant needs.
 
+Decoding on CUDA (``kv_cache``): the LLM's KV cache is one static slot sized for the context
+budget, the one-token step is replayed from a CUDA graph captured at load, and each token's
+embedding row goes to the GPU through a pinned staging row (an asynchronous copy) while the table
+stays in host RAM. Long prompts are prefilled in chunks of ``PREFILL_CHUNK_TOKENS``. On the CPU
+the cache is transformers' dynamic one and nothing is chunked, as before.
+
     model = OmniModel.load("models/Llama-3.1-8B-Omni", device="cuda", quant="nf4",
                            on_progress=lambda f, msg: print(f"{f:.0%} {msg}"))
     chat = model.conversation()
@@ -24,13 +30,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from engine.audio.features import CHUNK_S, N_SAMPLES, speech_features
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.config import ConversationOptions, OmniDims
 from engine.model.conversation import Conversation
+from engine.model.kv_cache import DecodeStep, DynamicKv, KvCache, StaticKv, StaticSlot
 from engine.model.loader import OmniParts, ProgressCallback, load_parts
+from engine.model.memory import PREFILL_CHUNK_TOKENS
+from engine.model.precision import PartPrecision
 from engine.model.prompt import SPEECH_TOKEN_INDEX
 
 if TYPE_CHECKING:
@@ -40,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 class OmniModel:
-    def __init__(self, parts: OmniParts) -> None:
+    def __init__(self, parts: OmniParts, *, static_kv: bool | None = None, cuda_graphs: bool | None = None) -> None:
+        """``static_kv`` / ``cuda_graphs``: None chooses per device (both on CUDA, neither on the CPU)."""
         self.parts = parts
         self.config = parts.config
         self.dims: OmniDims = parts.dims
@@ -53,6 +62,20 @@ class OmniModel:
         self.encoder_source = parts.encoder_source
         self.memory_estimate = parts.memory
         self._adapter_slot: AdapterSlot | None = None
+        cuda = self.device.type == "cuda"
+        self._slot: StaticSlot | None = None
+        self._step: DecodeStep | None = None
+        if cuda if static_kv is None else static_kv:
+            self._slot = StaticSlot(self.llm.config, parts.context_tokens, self.device, self.plan.compute_dtype)
+            self._step = DecodeStep(self.llm.model, self._slot, self.plan.compute_dtype)
+            if cuda if cuda_graphs is None else cuda_graphs:
+                with torch.inference_mode():
+                    self._step.capture()
+        self.prefill_chunk_tokens: int | None = PREFILL_CHUNK_TOKENS if cuda else None
+        self._staging: tuple[torch.Tensor, torch.cuda.Event] | None = None
+        if cuda and self.plan.embed_on_host:
+            row = torch.empty((1, self.dims.llm.hidden_size), dtype=self.plan.compute_dtype, pin_memory=True)
+            self._staging = (row, torch.cuda.Event())
 
     @classmethod
     def load(
@@ -65,10 +88,16 @@ class OmniModel:
         on_progress: ProgressCallback | None = None,
         max_new_tokens: int = 512,
         adapter: str | Path | None = None,
+        parts: PartPrecision | None = None,
+        vocoder_on_device: bool = True,
+        static_kv: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> OmniModel:
         """Load an Omni folder. ``device``: None/"auto"/"cpu"/"cuda[:N]"; ``quant``: None (nf4 on
-        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32; ``adapter``: a fine-tuned adapter folder to
-        apply. Raises ``EngineError`` kinds."""
+        CUDA, fp32 on CPU) or nf4/int8/fp16/bf16/fp32; ``max_new_tokens``: the longest answer the
+        pre-flight budgets for; ``adapter``: a fine-tuned adapter folder to apply; ``parts``:
+        per-part precisions instead of the policy's (benchmarks); ``vocoder_on_device``: the
+        vocoder will share the GPU. Raises ``EngineError`` kinds."""
         model = cls(
             load_parts(
                 model_dir,
@@ -77,8 +106,15 @@ class OmniModel:
                 quant=quant,
                 on_progress=on_progress,
                 max_new_tokens=max_new_tokens,
-            )
+                parts=parts,
+                vocoder_on_device=vocoder_on_device,
+            ),
+            static_kv=static_kv,
+            cuda_graphs=cuda_graphs,
         )
+        if adapter is not None:
+            model.use_adapter(adapter)
+        return model
         if adapter is not None:
             model.use_adapter(adapter)
         return model
@@ -87,11 +123,27 @@ class OmniModel:
     def device(self) -> torch.device:
         return self.plan.device
 
+    @property
+    def max_context_tokens(self) -> int | None:
+        """Positions a conversation may hold (the static cache's size), None when unbounded."""
+        return self._slot.capacity if self._slot is not None else None
+
+    @property
+    def decode_path(self) -> str:
+        """How a token step runs: "cuda graph", "static cache, eager (<why no graph>)", "dynamic cache"."""
+        if self._step is None:
+            return "dynamic cache"
+        if self._step.graph is not None:
+            return "cuda graph"
+        why = f" ({self._step.graph_error})" if self._step.graph_error else ""
+        return f"static cache, eager{why}"
+
     def describe(self) -> str:
         p, llm = self.plan, self.dims.llm
         text = (
             f"LLaMA-Omni ({llm.n_layers} layers, hidden {llm.hidden_size}) {p.quant} on {p.device}; "
-            f"encoder from {self.encoder_source.kind}; estimated {self.memory_estimate.total_bytes / 1e9:.1f} GB"
+            f"encoder from {self.encoder_source.kind}; estimated {self.memory_estimate.total_bytes / 1e9:.1f} GB; "
+            f"decode: {self.decode_path}"
         )
         active = self.active_adapter
         return text + (f"; {active.describe()}" if active is not None else "")
@@ -109,7 +161,18 @@ class OmniModel:
             if path is None:
                 return None
             self._adapter_slot = AdapterSlot(self)
-        return self._adapter_slot.apply(path)
+        active = self._adapter_slot.apply(path)
+        self._recapture_decode_step()
+        return active
+
+    def _recapture_decode_step(self) -> None:
+        """A CUDA graph replays the kernels it recorded: after the LoRA layers changed (wrapped,
+        swapped or switched off) it must be recorded again, or decoding would ignore the change."""
+        if self._step is None or self._step.graph is None:
+            return
+        self._step.graph = None
+        with torch.inference_mode():
+            self._step.capture()
 
     @property
     def active_adapter(self) -> ActiveAdapter | None:
@@ -177,17 +240,54 @@ class OmniModel:
             pieces.append(self.embed_ids(run))
         return torch.cat(pieces, dim=0).unsqueeze(0)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.llm.config)
+    def new_cache(self) -> KvCache:
+        """An empty context. On a static-cache model this takes the one slot over (see kv_cache)."""
+        if self._slot is not None:
+            return self._slot.take()
+        return DynamicKv(self.llm.config)
 
     @torch.inference_mode()
-    def forward(self, embeds: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, cache: KvCache | None) -> torch.Tensor:
         """embeds (1, T, H) appended after ``cache`` -> final post-RMSNorm hidden states (1, T, H)."""
-        out = self.llm.model(inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None)
-        return out.last_hidden_state
+        if cache is None:
+            return self.llm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        n_new = embeds.shape[1]
+        cache.reserve(n_new)
+        chunk = self.prefill_chunk_tokens or n_new
+        outs = [
+            self.llm.model(inputs_embeds=embeds[:, i : i + chunk], cache=cache.hf, use_cache=True).last_hidden_state
+            for i in range(0, n_new, chunk)
+        ]
+        cache.length += n_new
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    @torch.inference_mode()
+    def step(self, token: int, cache: KvCache) -> torch.Tensor:
+        """One generated token appended to ``cache`` -> its post-RMSNorm hidden state (1, H)."""
+        embed = self._embed_token(token)
+        cache.reserve(1)
+        if isinstance(cache, StaticKv) and self._step is not None:
+            if not cache.valid:
+                raise RuntimeError("this context's KV cache was handed to another conversation")
+            hidden = self._step.run(embed)
+        else:
+            hidden = self.llm.model(inputs_embeds=embed, cache=cache.hf, use_cache=True).last_hidden_state
+        cache.length += 1
+        return hidden[:, -1]
+
+    def _embed_token(self, token: int) -> torch.Tensor:
+        """One token's embedding (1, 1, H) on the device; from a host table via the pinned row."""
+        if self._staging is None:
+            return self.embed_ids([token]).unsqueeze(0)
+        row, copied = self._staging
+        copied.synchronize()  # the previous step's copy has left the staging row
+        table = self.llm.model.embed_tokens.weight
+        torch.index_select(table, 0, torch.tensor([token]), out=row)
+        on_device = row.to(self.device, non_blocking=True)
+        copied.record()
+        return on_device.view(1, 1, -1)
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., H) -> float32 logits (..., vocab)."""
-        head = self.llm.lm_head
-        return head(hidden.to(head.weight.dtype)).float()
+        return self.llm.lm_head(hidden.to(self.plan.head_dtype)).float()

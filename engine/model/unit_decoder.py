@@ -246,10 +246,20 @@ class UnitStream:
     @torch.inference_mode()
     def push(self, states: torch.Tensor) -> list[int]:
         """states: (n, llm_dim), the hidden states that produced the next n text tokens -> new units."""
-        logits = self.decoder.forward_step(states, self.cache)
-        new = self.collapser.push(logits.argmax(dim=-1).tolist())
-        self.units.extend(new)
+        return self.accept(self.frame_labels(states).tolist())
+
+    @torch.inference_mode()
+    def frame_labels(self, states: torch.Tensor) -> torch.Tensor:
+        """Decode the next n tokens' states (n, llm_dim) -> their frames' argmax labels, int64
+        (n * λ,) on the device, not yet read back; pass them (as a list) to ``accept``."""
+        labels = self.decoder.forward_step(states, self.cache).argmax(dim=-1)
         self.n_states += states.shape[0]
+        return labels
+
+    def accept(self, labels: Sequence[int]) -> list[int]:
+        """Frame labels from ``frame_labels``, read back -> the units they add (CTC collapse)."""
+        new = self.collapser.push(labels)
+        self.units.extend(new)
         return new
 
 

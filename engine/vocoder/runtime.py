@@ -14,7 +14,8 @@ from types import TracebackType
 
 import numpy as np
 
-from engine.errors import BadInput
+from engine.errors import BadInput, NotEnoughMemory
+from engine.gpu import error_summary
 from engine.vocoder.config import VocoderConfig
 from engine.vocoder.receptive import generator_context_frames
 
@@ -56,6 +57,15 @@ def validate_units(units: Sequence[int] | np.ndarray, num_embeddings: int) -> np
             fix="Check that the units come from the matching speech generator (the CTC blank is not a unit).",
         )
     return array.astype(np.int64, copy=False)
+
+
+def out_of_memory(exc: BaseException, device: str) -> NotEnoughMemory:
+    """The error for a vocoder run or session that could not allocate on ``device``."""
+    where = "GPU memory" if device == "cuda" else "memory"
+    return NotEnoughMemory(
+        f"The vocoder ran out of {where} ({error_summary(exc)}).",
+        fix="Close other programs that use the GPU, or choose a smaller precision (nf4) or the CPU.",
+    )
 
 
 def check_device(device: str) -> str:

@@ -49,6 +49,7 @@ SAMPLE_FACTS: dict[Reason, dict[str, str | int | float]] = {
     Reason.NO_MODEL_LOADED: {},
     Reason.ENCODER_NOT_FOUND: {"looked": "/m/models/speech_encoder/large-v3.pt; /speech_encoder/large-v3.pt"},
     Reason.CUDA_UNAVAILABLE: {"device": "cuda"},
+    Reason.GPU_NOT_FOUND: {"index": 2, "count": 1},
     Reason.BF16_UNSUPPORTED: {"device": "cuda:0"},
     Reason.VOCODER_GPU_UNAVAILABLE: {"detail": "no CUDA provider"},
     Reason.MEMORY_SHORT: {"quant": "fp16", "device": "cuda", "needed_bytes": 18 * GB, "free_bytes": 7 * GB},
@@ -62,7 +63,7 @@ SAMPLE_FACTS: dict[Reason, dict[str, str | int | float]] = {
 }
 KIND_OF = {
     "PORTAUDIO": "audio_device", "DEVICE": "audio_device", "NO_DEVICE": "audio_device", "STREAMS": "audio_device",
-    "NO_MODEL": "model_missing", "ENCODER": "model_missing", "CUDA": "device_unavailable",
+    "NO_MODEL": "model_missing", "ENCODER": "model_missing", "CUDA": "device_unavailable", "GPU": "device_unavailable",
     "BF16": "device_unavailable", "VOCODER": "device_unavailable", "MEMORY": "not_enough_memory",
     "UNREACHABLE": "download", "HTTP": "download", "RESUME": "bad_input", "TRAINING_MEMORY": "not_enough_memory",
     "TRAINING_DISK": "disk_full", "TRAINING_DIVERGED": "bad_input", "QUANTIZED": "bad_input",

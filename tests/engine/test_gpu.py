@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -143,3 +144,74 @@ def test_real_nvml_never_raises() -> None:
     if not gpus:
         pytest.skip("no NVIDIA GPU on this machine: only checked that probing NVML does not raise")
     assert all(g.total_bytes >= g.free_bytes >= 0 and g.name for g in gpus)
+
+
+# ---------------------------------------------------------------------- housekeeping (no torch import)
+
+
+def test_pci_bus_order_is_set_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.gpu import use_pci_bus_order
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    use_pci_bus_order()
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    use_pci_bus_order()
+    assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+
+
+def test_python_m_engine_numbers_gpus_like_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.__main__ import main
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    assert main([]) == 0
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total capacity)",
+        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: "
+        "/onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:359 void* onnxruntime::BFCArena::"
+        "AllocateRawInternal(size_t, bool, onnxruntime::Stream*) Failed to allocate memory for requested buffer",
+        "CUDA failure 2: out of memory ; GPU=0 ; hostname=pc ; file=cuda_allocator.cc",
+        "CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "DefaultCPUAllocator: not enough memory: you tried to allocate 4294967296 bytes.",
+        "cudaErrorMemoryAllocation",
+    ],
+)
+def test_out_of_memory_is_recognised_by_its_message(message: str) -> None:
+    from engine.gpu import is_out_of_memory
+
+    assert is_out_of_memory(RuntimeError(message))
+
+
+def test_out_of_memory_types_and_other_errors() -> None:
+    import torch
+
+    from engine.gpu import error_summary, is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA error"))
+    assert is_out_of_memory(MemoryError())
+    for other in (
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        RuntimeError("CUDNN_STATUS_NOT_SUPPORTED"),
+        ValueError("bad shape"),
+    ):
+        assert not is_out_of_memory(other)
+    assert error_summary(RuntimeError("first line\nsecond line")) == "first line"
+    assert error_summary(RuntimeError()) == "RuntimeError"
+
+
+def test_release_cuda_cache_never_starts_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from engine.gpu import release_cuda_cache
+
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert not release_cuda_cache() and emptied == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert release_cuda_cache() and emptied == [True]

@@ -2,6 +2,9 @@
 
 The oracle everywhere is a from-scratch forward (no KV cache) over the whole context followed by
 the reference's offline unit decoder: what the reference would compute for these ids.
+
+Every test runs twice: with the CPU's dynamic KV cache, and with the static cache and decode step
+CUDA uses (eagerly here), so both give the reference's answers.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ from engine.model.unit_decoder import units_offline
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SHORT = DecodeOptions(max_new_tokens=8)
+
+
+@pytest.fixture(scope="module", params=["dynamic cache", "static cache"])
+def tiny_omni_model(request: pytest.FixtureRequest, tiny_omni):  # -> OmniModel; overrides conftest's for this module
+    from engine.model.omni import OmniModel
+
+    model = OmniModel.load(tiny_omni.omni, device="cpu", quant="fp32", static_kv=request.param == "static cache")
+    assert model.decode_path == ("static cache, eager" if request.param == "static cache" else "dynamic cache")
+    return model
 
 
 def run(events) -> tuple[list[TokenStep], TurnDone]:
@@ -188,16 +200,16 @@ def test_eos_ends_the_turn_and_is_closed_with_eot(tiny_omni_model, monkeypatch, 
 def test_failure_mid_turn_rebuilds_the_cache(tiny_omni_model, monkeypatch) -> None:
     chat = tiny_omni_model.conversation()
     run(chat.respond_text("Hello", decode=SHORT))
-    real_forward = tiny_omni_model.forward
+    real_step = tiny_omni_model.step
     calls = {"n": 0}
 
-    def flaky(embeds, cache):
+    def flaky(token, cache):
         calls["n"] += 1
-        if calls["n"] == 3:  # prefill, one decode step, then the failure
+        if calls["n"] == 2:  # one decode step, then the failure
             raise RuntimeError("CUDA error: simulated")
-        return real_forward(embeds, cache)
+        return real_step(token, cache)
 
-    monkeypatch.setattr(tiny_omni_model, "forward", flaky)
+    monkeypatch.setattr(tiny_omni_model, "step", flaky)
     with pytest.raises(RuntimeError, match="simulated"):
         run(chat.respond_text("Tell me", decode=SHORT))
     monkeypatch.undo()
