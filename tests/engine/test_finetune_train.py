@@ -324,3 +324,28 @@ def test_base_fingerprint_follows_the_weights_not_the_layout(
     assert len(same) == 1
     # Same LLM, projector and decoder files, but another Whisper: the adapter would not fit it.
     assert base_fingerprint(tiny_omni_ft.omni) not in same
+
+
+def test_a_recorded_decode_step_is_recorded_again_when_the_adapter_changes(
+    run: dict[str, Any], tiny_omni_ft: TinyPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA graph replays the kernels it recorded: after LoRA layers are wrapped, swapped or
+    switched off, the decode step must be recorded again (here the capture is observed on the CPU's
+    static path, where no graph is recorded at load)."""
+    model = OmniModel.load(tiny_omni_ft.omni, device="cpu", quant="fp32", static_kv=True)
+    step = model._step
+    assert step is not None and step.graph is None  # CPU: eager
+    captures: list[int] = []
+
+    def capture() -> bool:
+        captures.append(1)
+        step.graph = "recorded"  # type: ignore[assignment]
+        return True
+
+    monkeypatch.setattr(step, "capture", capture)
+    model.use_adapter(run["out"])
+    assert captures == []  # nothing recorded, nothing to redo
+    step.graph = "recorded"  # type: ignore[assignment]  # as on a GPU after load
+    model.use_adapter(None)
+    model.use_adapter(run["out"])
+    assert len(captures) == 2 and step.graph == "recorded"
