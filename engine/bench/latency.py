@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from engine.audio.capture import Recorder, RecorderOptions
+from engine.audio.fake_device import FAKE_RATE_HZ, FakeSoundDevice
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample
 from engine.audio.vad import SpeechDetector
@@ -36,7 +37,6 @@ from engine.bench.event_log import EventLog
 from engine.bench.probes import StepTiming, TimedBackend, TimedVocoder, VocoderCall
 from engine.bench.questions import Question
 from engine.bench.report import Table, fmt, median, p90
-from engine.bench.sound import DEVICE_RATE_HZ, BenchSoundBackend
 from engine.engine import Engine
 from engine.errors import EngineError
 from engine.events import (
@@ -231,7 +231,7 @@ class EngineBench:
     """The engine with the real loader (wrapped in timing probes) and the clocked sound device."""
 
     def __init__(self, options: EngineOptions, detector: SpeechDetector, seed: int = 0) -> None:
-        self.sound = BenchSoundBackend()
+        self.sound = FakeSoundDevice(clocked=True, latency_s=0.0)
         self._rng = np.random.default_rng(seed)
         self.log = BenchEventLog()
         self.options = options
@@ -295,7 +295,7 @@ class EngineBench:
         engine.send(StartTurn())
         log.wait_for(StateChanged, _state_is(EngineState.LISTENING), STEP_TIMEOUT_S, since=mark)
         self.sound.microphone.play(clip)
-        if not self.sound.microphone.wait_played(clip.size / DEVICE_RATE_HZ + SPOKEN_MARGIN_S):
+        if not self.sound.microphone.wait_played(clip.size / FAKE_RATE_HZ + SPOKEN_MARGIN_S):
             raise BenchError("The microphone clock did not deliver the question in time.")
         # A person lets go of the key at any point of the microphone's block cycle, not just after a block.
         time.sleep(self._rng.uniform(0.0, RecorderOptions().block_s))
@@ -362,7 +362,7 @@ def run_latency(
     say: Callable[[str], None] = lambda message: None,
 ) -> LatencyResult:
     """``runs`` turns per chunking (question i % len(questions)), after one warm-up turn."""
-    clips = [resample(q.audio, MODEL_SAMPLE_RATE_HZ, DEVICE_RATE_HZ) for q in questions]
+    clips = [resample(q.audio, MODEL_SAMPLE_RATE_HZ, FAKE_RATE_HZ) for q in questions]
     result = LatencyResult(load_s=bench.load_s, summary=bench.summary, play_out=play_out)
     if bench.vocoder is not None:
         result.vocoder = f"{bench.vocoder.backend} on {bench.vocoder.device}"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engine.audio.capture import Recorder, RecorderOptions
+from engine.audio.fake_device import FakeSoundDevice, FakeStream, fake_device
 from engine.audio.playback import Player
 from engine.audio.resample import resample
 from engine.audio.vad import SpeechDetector
@@ -47,8 +48,9 @@ from engine.events import (
     TurnIgnored,
     TurnStarted,
 )
-from tests.engine.audio_fixtures import FakeBackend, espeak_wav, make_device, read_wav
-from tests.engine.engine_fixtures import ANSWER, ScriptedModel, SpeakerClock, tiny_vocoder_loader
+from tests.engine.audio_fixtures import espeak_wav, read_wav
+from tests.engine.engine_fixtures import ANSWER, ScriptedModel, tiny_vocoder_loader
+from tests.pulse import wait_until
 
 DEVICE_RATE_HZ = 48_000
 
@@ -61,7 +63,9 @@ class Harness:
         recorder_options: RecorderOptions | None = None,
         no_devices: bool = False,
     ) -> None:
-        self.backend = FakeBackend(devices=[]) if no_devices else FakeBackend()
+        # The speaker plays in real time and keeps what it played; the test feeds the microphone.
+        self.backend = FakeSoundDevice([] if no_devices else None, clocked="output", record=True)
+        self.speaker = self.backend.speaker
         self.model = model
         self.log = EventLog()
         self.engine = Engine(
@@ -87,14 +91,14 @@ class Harness:
         self.engine.send(StartTurn())
         self.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING, since=mark)
 
-    def input_stream(self):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            inputs = [s for s in self.backend.streams if s.direction == "input" and s.active]
-            if inputs:
-                return inputs[-1]
-            time.sleep(0.005)
-        raise AssertionError("the engine never opened the microphone")
+    def input_stream(self, count: int = 1) -> FakeStream:
+        """The newest live microphone stream, once ``count`` of them run."""
+        wait_until(lambda: len(self.backend.live("input")) >= count, 10.0, "the engine to open the microphone")
+        return self.backend.live("input")[-1]
+
+    def close(self) -> None:
+        self.engine.shutdown()
+        self.backend.close()
 
     def speak(self, audio16k: np.ndarray) -> None:
         """Feed a take through the fake microphone at its native rate, stereo."""
@@ -114,7 +118,7 @@ def question(tmp_path: Path) -> np.ndarray:
 def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path, ScriptedModel())
     yield h
-    h.engine.shutdown()
+    h.close()
 
 
 def test_load_reports_progress_and_ready(harness: Harness) -> None:
@@ -127,9 +131,9 @@ def test_load_reports_progress_and_ready(harness: Harness) -> None:
 
 def test_typed_turn_streams_text_and_speaks(harness: Harness) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(SendText("  What is the capital of France?  "))
-        done = harness.log.wait_for(TurnFinished)
+    speaker = harness.speaker
+    harness.engine.send(SendText("  What is the capital of France?  "))
+    done = harness.log.wait_for(TurnFinished)
     assert harness.model.requests[0].text == "What is the capital of France?"
     started = harness.log.of(TurnStarted)[0]
     assert started.source == "text" and started.turn_id == done.turn_id
@@ -152,13 +156,12 @@ def test_typed_turn_streams_text_and_speaks(harness: Harness) -> None:
 
 def test_speech_turn_records_resamples_and_answers(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend):
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        harness.speak(question)
-        harness.log.wait_for(Listening)
-        harness.engine.send(StopTurn())
-        done = harness.log.wait_for(TurnFinished)
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question)
+    harness.log.wait_for(Listening)
+    harness.engine.send(StopTurn())
+    done = harness.log.wait_for(TurnFinished)
     request = harness.model.requests[0]
     assert request.text is None and request.audio is not None
     assert request.audio.size == pytest.approx(question.size, rel=0.02)
@@ -189,14 +192,13 @@ def test_barge_in_stops_speech_and_generation_and_keeps_what_was_heard(tmp_path:
     h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=0.03))
     try:
         h.load()
-        with SpeakerClock(h.backend):
-            h.engine.send(SendText("Tell me a long story"))
-            h.log.wait_for(AudioChunk)
-            time.sleep(0.3)
-            pressed = time.perf_counter()
-            h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
-            done = h.log.wait_for(TurnFinished)
-            h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        h.engine.send(SendText("Tell me a long story"))
+        h.log.wait_for(AudioChunk)
+        time.sleep(0.3)
+        pressed = time.perf_counter()
+        h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
+        done = h.log.wait_for(TurnFinished)
+        h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
         assert done.interrupted
         # Generation stopped at the next token: at most one more token after the press.
         assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
@@ -209,7 +211,7 @@ def test_barge_in_stops_speech_and_generation_and_keeps_what_was_heard(tmp_path:
         time.sleep(0.3)
         assert len(h.log.of(AudioChunk)) == chunks_at_end
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_cancel_while_listening_discards_the_take(harness: Harness, question: np.ndarray) -> None:
@@ -243,7 +245,7 @@ def test_missing_microphone_is_reported_and_typing_still_works(tmp_path: Path) -
     assert done.text == "The capital is Paris."
     # Without a speaker the answer still arrives as text, with a clear event about the speaker.
     assert any(f.kind == "audio_device" and f.turn_id == done.turn_id for f in harness.log.of(Failed))
-    harness.engine.shutdown()
+    harness.close()
 
 
 def test_microphone_unplugged_mid_turn(harness: Harness, question: np.ndarray) -> None:
@@ -276,7 +278,7 @@ def test_recording_stops_at_the_limit_and_the_turn_goes_on(tmp_path: Path, quest
         h.log.wait_for(TurnFinished)
         assert h.model.requests[0].audio.size == 16_000  # type: ignore[union-attr]
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_failed_load_is_reported_and_engine_stays_up(tmp_path: Path) -> None:
@@ -321,69 +323,69 @@ def test_empty_typed_turn_is_refused(harness: Harness) -> None:
 
 def test_earcons_and_replay_reach_the_speaker(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        deadline = time.monotonic() + 5
-        while speaker.nonsilent_s(DEVICE_RATE_HZ) < 0.05:  # the "listening" tone
-            assert time.monotonic() < deadline, "no listening earcon"
-            time.sleep(0.01)
-        harness.engine.send(Cancel())
-        clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
-        before = speaker.nonsilent_s(DEVICE_RATE_HZ)
-        mark = harness.log.mark()
-        harness.engine.send(PlayAudio(clip))
-        harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
-        harness.log.wait_for(
-            StateChanged, lambda e: e.state is EngineState.READY and not e.detail, timeout_s=10, since=mark
-        )
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) - before == pytest.approx(1.0, abs=0.05)
+    speaker = harness.speaker
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    deadline = time.monotonic() + 5
+    while speaker.nonsilent_s(DEVICE_RATE_HZ) < 0.05:  # the "listening" tone
+        assert time.monotonic() < deadline, "no listening earcon"
+        time.sleep(0.01)
+    harness.engine.send(Cancel())
+    clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
+    before = speaker.nonsilent_s(DEVICE_RATE_HZ)
+    mark = harness.log.mark()
+    harness.engine.send(PlayAudio(clip))
+    harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+    harness.log.wait_for(
+        StateChanged, lambda e: e.state is EngineState.READY and not e.detail, timeout_s=10, since=mark
+    )
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) - before == pytest.approx(1.0, abs=0.05)
 
 
 def test_earcons_can_be_switched_off(harness: Harness) -> None:
     harness.load()
     harness.engine.send(SetOptions(replace(harness.engine.options, earcons=False)))
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        time.sleep(0.3)
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) == 0.0
+    speaker = harness.speaker
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    time.sleep(0.3)
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) == 0.0
 
 
 def test_speaker_and_microphone_tests_report_in_words(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(CheckDevice("output", None))
-        result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "output")
-        assert result.ok and "chime" in result.message
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
+    speaker = harness.speaker
+    harness.engine.send(CheckDevice("output", None))
+    result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "output")
+    assert result.ok and "chime" in result.message
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
 
-        harness.engine.send(CheckDevice("input", None))
-        deadline = time.monotonic() + 10
-        while len([s for s in harness.backend.streams if s.direction == "input" and s.active]) < 2:
-            assert time.monotonic() < deadline, "the microphone test never opened the device"
-            time.sleep(0.01)
-        stream = [s for s in harness.backend.streams if s.direction == "input" and s.active][-1]
-        native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
-        block = stream.rate_hz // 50
-        stop = threading.Event()
+    harness.engine.send(CheckDevice("input", None))
+    deadline = time.monotonic() + 10
+    while len([s for s in harness.backend.streams if s.direction == "input" and s.active]) < 2:
+        assert time.monotonic() < deadline, "the microphone test never opened the device"
+        time.sleep(0.01)
+    stream = [s for s in harness.backend.streams if s.direction == "input" and s.active][-1]
+    native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
+    block = stream.rate_hz // 50
+    stop = threading.Event()
 
-        def talk() -> None:  # a microphone delivers 20 ms blocks in real time
-            i = 0
-            while not stop.is_set() and stream.active:
-                start = (i * block) % (native.shape[0] - block)
-                stream.push(native[start : start + block])
-                i += 1
-                time.sleep(0.02)
+    def talk() -> None:  # a microphone delivers 20 ms blocks in real time
+        i = 0
+        while not stop.is_set() and stream.active:
+            start = (i * block) % (native.shape[0] - block)
+            stream.push(native[start : start + block])
+            i += 1
+            time.sleep(0.02)
 
-        feeder = threading.Thread(target=talk, daemon=True)
-        feeder.start()
-        try:
-            result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "input", timeout_s=15)
-        finally:
-            stop.set()
-            feeder.join(5)
-        assert result.ok and "Heard you" in result.message
+    feeder = threading.Thread(target=talk, daemon=True)
+    feeder.start()
+    try:
+        result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "input", timeout_s=15)
+    finally:
+        stop.set()
+        feeder.join(5)
+    assert result.ok and "Heard you" in result.message
 
 
 def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
@@ -393,7 +395,7 @@ def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
         result = h.log.wait_for(DeviceChecked)
         assert not result.ok and result.message
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_devices_are_listed_and_rescanned_by_the_engine_with_its_streams_open(harness: Harness) -> None:
@@ -406,7 +408,7 @@ def test_devices_are_listed_and_rescanned_by_the_engine_with_its_streams_open(ha
     assert listed.devices == tuple(harness.backend.devices) and listed.error is None and not listed.rescanned
     assert harness.backend.refreshes == 0
 
-    headset = make_device(1, "USB Headset")
+    headset = fake_device(1, "USB Headset")
     harness.backend.devices.append(headset)  # plugged in while the streams are open
     mark = harness.log.mark()
     harness.engine.send(ListDevices(rescan=True))
