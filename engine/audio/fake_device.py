@@ -338,7 +338,14 @@ class FakeSoundDevice:
             raise error
         latency = latency_s if self.latency_s is None else self.latency_s
         stream = FakeStream(
-            direction, device, rate_hz, channels, block_frames, callback, finished_callback, latency,
+            direction,
+            device,
+            rate_hz,
+            channels,
+            block_frames,
+            callback,
+            finished_callback,
+            latency,
             number=next(self._numbers),
         )
         self.streams.append(stream)
