@@ -1,6 +1,7 @@
 """The engine thread: owns the model and the microphone; the speaker belongs to its SpeechOutput.
 
-Owners: the engine thread owns the loaded model, the Recorder and the command loop;
+Owners: the engine thread owns the loaded model, the Recorder, the command loop and the CPU
+thread plan (engine/cpu_threads.py, applied when a model loads);
 :class:`engine.speech_out.SpeechOutput` (created here, its worker thread) owns the Player and the
 vocoder stream; one turn is :func:`engine.pipeline.run_turn`.
 
@@ -36,6 +37,7 @@ from engine.audio.earcons import done_earcon, listening_earcon
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.vad import SpeechDetector
+from engine.cpu_threads import ThreadPlan, apply_onnx, apply_torch
 from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing
 from engine.events import (
     Cancel,
@@ -101,6 +103,7 @@ class Engine:
         speech_detector: SpeechDetector | None = None,
         options: EngineOptions | None = None,
         sound_backend: SoundBackend | None = None,
+        threads: ThreadPlan | None = None,
     ) -> None:
         self._emit_raw = on_event
         self._load = model_loader or _default_loader
@@ -108,6 +111,7 @@ class Engine:
         self._make_player = player_factory or Player
         self._detector = speech_detector or SpeechDetector()
         self._sound_backend = sound_backend
+        self._threads = threads or ThreadPlan()
         self.options = options or EngineOptions()
         self._commands: queue.Queue[Command | _LimitReached | _InputLost] = queue.Queue()
         self._gen = 0
@@ -238,7 +242,9 @@ class Engine:
         def progress(fraction: float, message: str) -> None:
             self._emit(LoadProgress(min(max(fraction, 0.0), 1.0), message))
 
+        apply_onnx(self._threads)  # before the vocoder's session is made
         loaded = self._load(command, progress)
+        apply_torch(self._threads)  # after loading: the load's tensor conversions may use them all
         self._loaded = loaded
         self._speech.set_vocoder(loaded.vocoder)
         if not self._detector.uses_model:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from engine.cpu_threads import onnx_session_options
 from engine.errors import DeviceUnavailable, ModelCorrupt
 from engine.vocoder.config import VocoderConfig
 from engine.vocoder.runtime import VocoderRuntime, check_device
@@ -45,7 +46,7 @@ def _preload_cuda_libraries() -> None:
 def create_session(path: Path, device: str) -> tuple[onnxruntime.InferenceSession, str | None]:
     """Open ``path`` on ``device``; returns (session, why CUDA is not used, or None when it is)."""
     check_device(device)
-    options = onnxruntime.SessionOptions()
+    options = onnx_session_options(onnxruntime.SessionOptions())  # threads: engine/cpu_threads.py
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers: list[object] = [CPU_PROVIDER]
     reason: str | None = "the CPU was requested" if device == "cpu" else None
