@@ -46,16 +46,3 @@ def espeak_wav(text: str, folder: Path, name: str = "q") -> Path:
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return data.mean(axis=1), int(rate)
-
-
-def best_correlation(reference: np.ndarray, recorded: np.ndarray) -> tuple[float, int]:
-    """Max normalised cross-correlation of ``reference`` inside ``recorded`` and its lag (samples)."""
-    n = reference.shape[0] + recorded.shape[0] - 1
-    size = 1 << (n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(recorded, size) * np.conj(np.fft.rfft(reference, size)), size)
-    xc = xc[: recorded.shape[0]]  # lags 0 .. len(recorded)-1: reference starting inside recorded
-    lag = int(np.argmax(xc))
-    segment = recorded[lag : lag + reference.shape[0]]
-    ref = reference[: segment.shape[0]]
-    denom = float(np.linalg.norm(ref) * np.linalg.norm(segment))
-    return (float(np.dot(ref, segment)) / denom if denom else 0.0), lag
