@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
+from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge, EngineFactory
 from app.main_window import MainWindow
 from app.settings import AppSettings
@@ -71,6 +72,8 @@ class Controller:
         self.bridge.set_options(self.settings.engine_options())
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
+        save_answers = getattr(args, "save_answers", None)
+        self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
     def start(self) -> None:
         """Runs once the event loop is up: tell about bad settings, then load the model if we know one."""

@@ -223,6 +223,7 @@ class SpeechOutput:
         self._watch: _LatencyWatch | None = None
         self._base_latency_s: float | None = None  # the first Player's: never lowered below it
         self._clean_turns = 0
+        self._wanted_latency_s: float | None = None
 
     # ------------------------------------------------------------------ engine thread
 
@@ -285,7 +286,7 @@ class SpeechOutput:
             player = self._player
             if player is None:
                 return True
-            if player.wait_done(_POLL_S):
+            if player.wait_done(min(_POLL_S, max(0.0, deadline - time.perf_counter()))):
                 return True
             if time.perf_counter() >= deadline:
                 return False
@@ -377,8 +378,8 @@ class SpeechOutput:
                     self._handle(job)
                 if self._current is not None:
                     self._service(self._current)
-                elif self._watch is not None:
-                    self._tune_latency(self._watch)
+                else:
+                    self._between_answers()
             except Exception as exc:  # loop boundary: report on the utterance, keep the worker alive
                 logger.exception("Vocoder worker failed on %s", type(job).__name__)
                 if isinstance(job, Clip):
@@ -390,12 +391,18 @@ class SpeechOutput:
                         current.turn.error = exc
                     self._complete(current, cancelled=True)
 
+    def _between_answers(self) -> None:
+        if self._watch is not None:
+            self._account(self._watch)
+        if self._watch is None and self._wanted_latency_s is not None:
+            self._retune()
+
     def _tick_s(self) -> float | None:
         """How long the worker may sleep without a job: a short tick while an utterance has audio to
         write or units it may vocode early; otherwise until the next job."""
         current = self._current
         if current is None:
-            return TICK_S if self._watch is not None else None
+            return TICK_S if self._watch is not None or self._wanted_latency_s is not None else None
         if current.muted:
             return None
         if current.held_samples or (current.turn is not None and not current.ended):
@@ -511,6 +518,8 @@ class SpeechOutput:
             turn.played_s_at_start = player.played_s
             turn.underruns_at_start = utterance.underruns_seen = player.underruns
             turn.dropouts_at_start = player.device_underflows
+            if self._watch is not None:
+                self._account(self._watch)  # the last answer, if it was heard to its end
             self._watch = _LatencyWatch(player, player.device_underflows)
             turn.gaps_at_start = player.gaps
             turn.gap_s_at_start = player.gap_s
@@ -650,36 +659,38 @@ class SpeechOutput:
                 self._drop_player()
         self._complete(utterance, cancelled=False)
 
-    def _tune_latency(self, watch: _LatencyWatch) -> None:
-        """Once the last answer has been heard: more host buffering if it had dropouts, less after
-        many answers without (see the module docstring). Reopening drops nothing then."""
+    def _account(self, watch: _LatencyWatch) -> None:
+        """Once the last answer has been heard: decide the next host buffering from its dropouts
+        (see the module docstring). The change is made by :meth:`_retune` when the speaker is idle."""
         player = self._player
         if player is not watch.player or player.error is not None:
             self._watch = None  # replaced meanwhile: the new Player starts from its own latency
             return
         if not player.wait_done(0.0):
-            return  # still playing: check on the next tick
+            return  # still playing (or cut by the next turn: then it does not count)
         self._watch = None
         dropouts = player.device_underflows - watch.dropouts_at_start
         current = player.requested_latency_s
-        base = self._base_latency_s or current
-        wanted = current
         if dropouts:
             self._clean_turns = 0
             wanted = min(MAX_LATENCY_S, current * 2.0)
         else:
             self._clean_turns += 1
-            if self._clean_turns >= CLEAN_TURNS_TO_LOWER:
-                self._clean_turns = 0
-                wanted = max(base, current / 2.0)
-        if wanted == current:
+            if self._clean_turns < CLEAN_TURNS_TO_LOWER:
+                return
+            self._clean_turns = 0
+            wanted = max(self._base_latency_s or current, current / 2.0)
+        if wanted != current:
+            logger.info("Speaker buffering %.0f -> %.0f ms (%d dropouts)", current * 1e3, wanted * 1e3, dropouts)
+            self._wanted_latency_s = wanted
+
+    def _retune(self) -> None:
+        """Reopen the speaker with the wanted host buffering, now that nothing plays (a new stream
+        starts with silence, so it is never done in front of an answer)."""
+        player = self._player
+        wanted, self._wanted_latency_s = self._wanted_latency_s, None
+        if player is None or wanted is None or player.error is not None:
             return
-        logger.info(
-            "Speaker buffering %.0f -> %.0f ms (%d dropout(s) in the last answer)",
-            current * 1e3,
-            wanted * 1e3,
-            dropouts,
-        )
         player.stop()
         player.set_latency(wanted)
         player.start()

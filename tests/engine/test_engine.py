@@ -48,11 +48,14 @@ from engine.events import (
     TurnIgnored,
     TurnStarted,
 )
+from engine.vocoder.api import load_vocoder_runtime
+from engine.vocoder.checkpoint import write_tiny_vocoder
 from tests.engine.audio_fixtures import espeak_wav, read_wav
 from tests.engine.engine_fixtures import ANSWER, ScriptedModel, tiny_vocoder_loader
 from tests.pulse import wait_until
 
 DEVICE_RATE_HZ = 48_000
+SMALL_CHUNKS = ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)
 
 
 class Harness:
@@ -62,6 +65,7 @@ class Harness:
         model: ScriptedModel,
         recorder_options: RecorderOptions | None = None,
         no_devices: bool = False,
+        chunking: ChunkingOptions = SMALL_CHUNKS,
     ) -> None:
         # The speaker plays in real time and keeps what it played; the test feeds the microphone.
         self.backend = FakeSoundDevice([] if no_devices else None, clocked="output", record=True)
@@ -76,7 +80,7 @@ class Harness:
             ),
             player_factory=lambda device: Player(device, backend=self.backend),
             speech_detector=SpeechDetector(use_model=False),
-            options=EngineOptions(chunking=ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)),
+            options=EngineOptions(chunking=chunking),
             sound_backend=self.backend,
         )
         self.engine.start()
@@ -429,3 +433,41 @@ def test_a_failed_rescan_is_reported_with_its_kind(harness: Harness) -> None:
     listed = harness.log.wait_for(DevicesListed)
     assert listed.devices == () and listed.error is not None
     assert listed.error.kind == "audio_device" and "could not be restarted" in listed.error.message
+
+
+def test_speech_made_a_little_faster_than_real_time_plays_without_gaps(tmp_path: Path) -> None:
+    """The engine's default chunking (10 units, then 40) with units arriving at 2.5x real time: a
+    40-unit chunk takes longer to arrive than 10 units take to play, so the speaker ran dry after
+    the first chunk (issue #18). Pacing vocodes what is pending in time instead."""
+    runtime = load_vocoder_runtime(write_tiny_vocoder(tmp_path / "voc"), device="cpu", backend="torch")
+    unit_s = runtime.synthesize(list(range(5, 45))).size / 40 / 16_000
+    runtime.close()
+    steps = [(f" w{i}", (5 + i % 40,)) for i in range(90)]
+    h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=unit_s / 2.5), chunking=ChunkingOptions())
+    try:
+        h.load()
+        h.engine.send(SendText("Tell me something"))
+        done = h.log.wait_for(TurnFinished, timeout_s=60)
+        m = done.metrics
+        assert m.n_units == 90 and m.audio_s > 2.0
+        assert m.gaps == 0 and m.gap_s == 0.0 and m.underruns == 0
+        chunks = [c.pcm.size for c in h.log.of(AudioChunk)]
+        assert len(chunks) > 3  # not 10 + 40 + 40: smaller chunks while the queue was short
+    finally:
+        h.close()
+
+
+def test_a_typed_question_cuts_a_replay_and_the_engine_does_not_wait_for_it(harness: Harness) -> None:
+    harness.load()
+    replay_level = 0.2
+    mark = harness.log.mark()
+    harness.engine.send(PlayAudio(np.full(5 * 16_000, replay_level, np.float32)))  # a 5 s replay
+    harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+    wait_until(lambda: harness.speaker.loud_frames() > DEVICE_RATE_HZ // 10, 10.0, "the replay to be heard")
+    harness.engine.send(SendText("hi"))  # no Cancel first, as a script might do
+    done = harness.log.wait_for(TurnFinished, since=mark, timeout_s=20)
+    assert done.text == "The capital is Paris."
+    played = harness.speaker.audio()
+    replay_s = np.count_nonzero(np.isclose(played, replay_level, atol=0.005)) / DEVICE_RATE_HZ
+    assert replay_s < 2.0  # cut when the turn began, not played to its end
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.READY, since=harness.log.mark() - 1)

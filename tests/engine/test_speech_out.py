@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from engine.audio.earcons import done_earcon
-from engine.audio.fake_device import FakeSoundDevice
+from engine.audio.fake_device import FakeSoundDevice, StreamStatus
 from engine.audio.playback import Player, PlayerOptions
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.errors import AudioDeviceError
 from engine.events import AudioChunk, ChunkingOptions, Event, SlowDevice
-from engine.speech_out import SpeechOutput, TurnAudio
+from engine.speech_out import CLEAN_TURNS_TO_LOWER, SpeechOutput, TurnAudio
 from engine.vocoder.api import load_vocoder_runtime
 from engine.vocoder.checkpoint import write_tiny_vocoder
 from engine.vocoder.runtime import VocoderRuntime
@@ -297,6 +297,35 @@ def test_a_replay_is_cut_when_a_turn_begins(runtime: VocoderRuntime) -> None:
         assert loud[0] < round(0.5 * 48_000)  # the answer follows once vocoded (not after the replay)...
         heard_s = (loud[-1] - loud[0]) / 48_000
         assert heard_s == pytest.approx(audio.samples_out / MODEL_SAMPLE_RATE_HZ, abs=0.05)  # ...in full
+    finally:
+        speech.close()
+
+
+def _play_out(speech: SpeechOutput, device: FakeSoundDevice, audio: TurnAudio, dropout: bool) -> None:
+    """Pull the turn's audio through the manual device; with ``dropout`` the host reports one block late."""
+    assert audio.done.wait(DONE_TIMEOUT_S)
+    stream = device.last
+    stream.pull(1, flags=StreamStatus(output_underflow=dropout))
+    deadline = time.monotonic() + DONE_TIMEOUT_S
+    while not speech.wait_played(0, 0.0):
+        stream.pull(1)
+        assert time.monotonic() < deadline, "the answer never played out"
+
+
+def test_the_host_buffering_grows_after_dropouts_and_shrinks_after_clean_answers(runtime: VocoderRuntime) -> None:
+    speech, device = _manual_speech(runtime)
+    try:
+        first = device.last
+        assert first.latency == QUICK.latency_s
+        _play_out(speech, device, _answer(speech), dropout=True)
+        wait_until(lambda: device.last is not first, DONE_TIMEOUT_S, "the speaker to reopen")
+        assert device.last.latency == 2 * QUICK.latency_s and first.closed
+        raised = device.last
+        assert not np.any(raised.pull(round(2 * QUICK.latency_s / BLOCK_S) + 1))  # past its lead silence
+        for _ in range(CLEAN_TURNS_TO_LOWER):
+            _play_out(speech, device, _answer(speech), dropout=False)
+        wait_until(lambda: device.last is not raised, DONE_TIMEOUT_S, "the speaker to reopen again")
+        assert device.last.latency == QUICK.latency_s
     finally:
         speech.close()
 
