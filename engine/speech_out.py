@@ -691,9 +691,11 @@ class SpeechOutput:
         wanted, self._wanted_latency_s = self._wanted_latency_s, None
         if player is None or wanted is None or player.error is not None:
             return
-        player.stop()
-        player.set_latency(wanted)
-        player.start()
+        try:
+            player.reopen(wanted)
+        except AudioDeviceError as exc:  # the next sound opens the speaker again
+            logger.warning("The speaker could not be reopened: %s", exc)
+            self._drop_player()
 
     def _complete(self, utterance: _Utterance, cancelled: bool) -> None:
         utterance.drop()

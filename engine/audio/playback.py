@@ -77,7 +77,10 @@ class PlayerOptions:
     fade_out_s: float = 0.005
     cancel_fade_s: float = 0.008
     first_callback_timeout_s: float = 5.0
-    stall_timeout_s: float = 3.0  # no callback for this long = device lost
+    # No callback for this long = device lost. PortAudio's ALSA host API on PulseAudio recovers from
+    # a dropout by restarting the stream, with no callback for up to ~1.9 s (measured); two in a
+    # row must not look like an unplugged speaker.
+    stall_timeout_s: float = 5.0
     resample_quality: str = "HQ"
 
 
@@ -203,10 +206,15 @@ class Player:
         """The host buffering this Player asks for when it opens its stream."""
         return self._opts.latency_s
 
-    def set_latency(self, latency_s: float) -> None:
-        """Ask for ``latency_s`` of host buffering from the next :meth:`start` on (an open stream keeps
-        its own until :meth:`stop`). For the owner thread."""
-        self._opts = replace(self._opts, latency_s=latency_s)
+    def reopen(self, latency_s: float) -> None:
+        """Close the stream and open it again with ``latency_s`` of host buffering. For the owner
+        thread, when nothing plays: anything still queued is dropped, but unlike :meth:`stop` this
+        is not a cancel (``first_sample_at`` and ``played_s_at_cancel`` stay). Raises
+        AudioDeviceError like :meth:`start`."""
+        with self._write_lock:
+            self._opts = replace(self._opts, latency_s=latency_s)
+            self._close_stream()
+            self.start()
 
     @property
     def output_latency_s(self) -> float:
@@ -313,7 +321,6 @@ class Player:
         self._lead_s = o.lead_silence_s + o.latency_s
         self._lead_left = round(rate * self._lead_s)
         self._lead_started_at = -1.0
-        self._first_sample_at = None
 
     def write(self, pcm16k: np.ndarray, *, timeout_s: float | None = None, cancel_gen: int | None = None) -> bool:
         """Queue float32 mono audio at 16 kHz, (n_samples,). Starts the stream if needed.

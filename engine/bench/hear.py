@@ -273,6 +273,7 @@ def heard_turn(bench: EngineBench, raw: RawTurn, options: EngineOptions, monitor
 class ModeResult:
     mode: Mode
     turns: list[HeardTurn] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # runs the engine reported as failed
     load: list[float] = field(default_factory=list)  # 1-minute load average after each run
     late_blocks: int = 0  # the fake device's clocks
     output_latency_s: float = 0.0  # what the host reported for the stream
@@ -319,7 +320,13 @@ def run_mode(mode: Mode, rig: Rig, settings: HearSettings, say: Callable[[str], 
         with competing_processes(mode.busy):
             bench.turn(speakers[0], play_out=True, settle_s=settle)  # warm-up, under the same load
             for i in range(settings.runs):
-                raw = bench.turn(speakers[i % len(speakers)], play_out=True, settle_s=settle)
+                try:
+                    raw = bench.turn(speakers[i % len(speakers)], play_out=True, settle_s=settle)
+                except BenchError as exc:  # the user would have seen this: count it, go on
+                    result.failures.append(str(exc))
+                    say(f"{mode.label} run {i + 1}/{settings.runs} failed: {exc}")
+                    bench.settle()
+                    continue
                 turn = heard_turn(bench, raw, options, rig.monitor if pulse else None)
                 result.turns.append(turn)
                 result.load.append(load_average())
@@ -424,6 +431,8 @@ def busy_table(results: Sequence[ModeResult]) -> Table:
             "heard gap s (all runs)",
             "slow-device turns",
             "held ms",
+            "output latency at the end (ms)",
+            "failed runs",
         ]
     )
     for r in results:
@@ -445,6 +454,8 @@ def busy_table(results: Sequence[ModeResult]) -> Table:
             fmt(sum(heard_gaps), 2) if heard_gaps else "-",
             f"{sum(x.slow for x in t)} of {len(t)}",
             _med(t, lambda x: x.held_ms),
+            fmt(r.output_latency_s * 1000.0),
+            str(len(r.failures)),
         )
     return table
 
@@ -558,8 +569,11 @@ First audio after the key release (ms; idle machine):
 
 {accounting_md}
 Decode rate and gaps (tokens/s: the engine during spoken turns vs the model alone on the same take
-under the same load; gaps = silences inside an answer, counted by the Player; heard gap = the
-answer's length at the monitor minus its produced length):
+under the same load; underruns = the speaker's queue ran dry; dropouts = output blocks the host
+reported late (through PulseAudio's ALSA plugin each one restarts the stream: ~1.5 s of silence);
+gaps = silences inside an answer, counted by the Player; heard gap = the answer's length at the
+monitor minus its produced length; the output latency starts at the Player's 40 ms and doubles
+after an answer with dropouts):
 
 {busy_table(results).markdown()}
 """

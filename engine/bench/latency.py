@@ -361,6 +361,14 @@ class EngineBench:
             turn_id=finished.turn_id,
         )
 
+    def settle(self, timeout_s: float = TURN_TIMEOUT_S) -> None:
+        """After a failed run: wait until the engine is back to ready for the next one."""
+        deadline = time.perf_counter() + timeout_s
+        while self.engine.state is not EngineState.READY:
+            if time.perf_counter() > deadline:
+                raise BenchError(f"The engine did not become ready again within {timeout_s:.0f} s.")
+            time.sleep(POLL_S)
+
     def _wait_first_sample(self) -> float | None:
         deadline = time.perf_counter() + TURN_TIMEOUT_S
         while time.perf_counter() < deadline:
