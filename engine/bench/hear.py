@@ -26,6 +26,7 @@ it; and what the monitor heard beyond that estimate.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import sys
@@ -162,11 +163,12 @@ class HeardTurn:
     held_ms: float
 
     @property
-    def stages_ms(self) -> tuple[float, float, float, float, float]:
+    def stages_ms(self) -> tuple[float, ...]:
         b = self.breakdown
         return (
             b.stopped_ms,
-            b.first_chunk_ms - b.stopped_ms,
+            b.turn_start_part_ms,
+            b.first_chunk_ms - b.stopped_ms - b.turn_start_part_ms,
             self.handed_ms - b.first_chunk_ms,
             self.output_latency_ms,
             self.heard_ms - self.estimate_ms,
@@ -174,9 +176,10 @@ class HeardTurn:
 
 
 STAGES = (
-    "release → engine has the recording",
-    "→ first chunk vocoded (model + vocoder)",
-    "→ first sample handed to the device",
+    "release → engine has the recording (last block, resampler)",
+    "→ model asked (done earcon queued, speech detection, events)",
+    "→ first chunk vocoded (model + vocoder + hand-offs)",
+    "→ first sample handed to the device (worker, queue, block)",
     "output latency the host reports",
     "heard at the speaker's monitor beyond that",
 )
@@ -312,7 +315,7 @@ def run_mode(mode: Mode, rig: Rig, settings: HearSettings, say: Callable[[str], 
         if pulse:
             server = rig.server
             assert server is not None
-            speakers = [lambda wav=wav: server.speak(wav) for wav in rig.wavs]
+            speakers = [functools.partial(server.speak, wav) for wav in rig.wavs]
         else:
             speakers = [bench.fake_speaker(q.audio) for q in rig.questions]
         settle = PULSE_SETTLE_S if pulse else 0.0
