@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 PLAYER_WRITE_TIMEOUT_S = 10.0
 JOIN_TIMEOUT_S = 5.0
 TICK_S = 0.02  # while an answer streams, the worker re-checks the speaker's queue this often
+MAX_JOBS_PER_BATCH = 64
 CLEAN_TURNS_TO_LOWER = 10  # answers without a dropout before the host buffering is halved again
 # Written audio grows a little in the Player's resampler (16 kHz -> device rate, filter delay):
 # leave this much of the ring free so a write never has to wait.
@@ -364,32 +365,49 @@ class SpeechOutput:
 
     def _run(self) -> None:
         while True:
+            for job in self._next_jobs():
+                if isinstance(job, _Stop):
+                    if self._current is not None:
+                        self._complete(self._current, cancelled=True)
+                    self._drop_player()
+                    return
+                self._guarded(job)
+            self._guarded(None)
+
+    def _next_jobs(self) -> list[_Job]:
+        """The next job (waiting at most a tick) and whatever else is queued already: units arrive
+        token by token, and servicing the speaker once per batch keeps the GIL for the model."""
+        try:
+            jobs: list[_Job] = [self._jobs.get(timeout=self._tick_s())]
+        except queue.Empty:
+            return []
+        while len(jobs) < MAX_JOBS_PER_BATCH:
             try:
-                job: _Job | None = self._jobs.get(timeout=self._tick_s())
+                jobs.append(self._jobs.get_nowait())
             except queue.Empty:
-                job = None
-            if isinstance(job, _Stop):
-                if self._current is not None:
-                    self._complete(self._current, cancelled=True)
-                self._drop_player()
-                return
-            try:
-                if job is not None:
-                    self._handle(job)
-                if self._current is not None:
-                    self._service(self._current)
-                else:
-                    self._between_answers()
-            except Exception as exc:  # loop boundary: report on the utterance, keep the worker alive
-                logger.exception("Vocoder worker failed on %s", type(job).__name__)
-                if isinstance(job, Clip):
-                    job.error = job.error or AudioDeviceError(f"The sound could not be played: {exc}")
-                    job.done.set()
-                current = self._current
-                if current is not None:
-                    if current.turn is not None:
-                        current.turn.error = exc
-                    self._complete(current, cancelled=True)
+                break
+        return jobs
+
+    def _guarded(self, job: _Job | None) -> None:
+        """Handle ``job`` (None: service the speaker) at the loop boundary: a failure is logged and
+        reported on the utterance, and the worker lives on."""
+        try:
+            if job is not None:
+                self._handle(job)  # type: ignore[arg-type]  # _Stop never gets here
+            elif self._current is not None:
+                self._service(self._current)
+            else:
+                self._between_answers()
+        except Exception as exc:
+            logger.exception("Vocoder worker failed on %s", type(job).__name__)
+            if isinstance(job, Clip):
+                job.error = job.error or AudioDeviceError(f"The sound could not be played: {exc}")
+                job.done.set()
+            current = self._current
+            if current is not None:
+                if current.turn is not None:
+                    current.turn.error = exc
+                self._complete(current, cancelled=True)
 
     def _between_answers(self) -> None:
         if self._watch is not None:
