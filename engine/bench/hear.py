@@ -56,13 +56,13 @@ from engine.bench.pulse import (
 from engine.bench.questions import Question, make_questions
 from engine.bench.report import (
     Table,
-    append_section,
     device_description,
     fmt,
     git_revision,
     load_average,
     median,
     p90,
+    publish,
     versions,
 )
 from engine.bench.run import omnitalk_home
@@ -454,7 +454,7 @@ def busy_table(results: Sequence[ModeResult]) -> Table:
             str(sum(x.dropouts for x in t)),
             fmt(float(np.mean([x.gaps for x in t])), 2),
             fmt(sum(x.gap_s for x in t), 2),
-            fmt(sum(heard_gaps), 2) if heard_gaps else "-",
+            fmt(round(sum(heard_gaps), 2) + 0.0, 2) if heard_gaps else "-",  # + 0.0: no "-0.00"
             f"{sum(x.slow for x in t)} of {len(t)}",
             _med(t, lambda x: x.held_ms),
             fmt(r.output_latency_s * 1000.0),
@@ -507,11 +507,11 @@ def run_hear(settings: HearSettings) -> int:
                 rig.server.stop()
                 os.environ.pop("PULSE_SERVER", None)
     took_s = time.perf_counter() - started
-    section = compose(settings, bench_set, results, questions_note, pulse_note, load_start, took_s)
-    print(section)
-    if settings.append:
-        append_section(settings.out, section)
-        print(f"appended to {settings.out}")
+    publish(
+        compose(settings, bench_set, results, questions_note, pulse_note, load_start, took_s),
+        settings.out,
+        settings.append,
+    )
     return 0
 
 

@@ -55,6 +55,17 @@ set-default-source mic
 """
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process`` (by its PID), kill it if it does not end in time, and wait for it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+
+
 def missing_tools(names: tuple[str, ...] = PULSE_TOOLS) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
 
@@ -85,13 +96,7 @@ class PulseServer:
 
     def stop(self) -> None:
         """Terminate this server's process (by its PID) and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+        stop_process(self.process)
 
 
 def start_pulse_server(root: Path) -> PulseServer:
@@ -220,13 +225,7 @@ class SpeakerMonitor:
         return np.fromfile(self._audio_path, dtype=np.float32, count=count, offset=start * _FLOAT_BYTES)
 
     def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+        stop_process(self._process)
 
 
 def _record_monitor(folder: Path) -> int:

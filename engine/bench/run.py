@@ -47,12 +47,12 @@ from engine.bench.memory import (
 from engine.bench.questions import make_questions
 from engine.bench.report import (
     Table,
-    append_section,
     device_description,
     fmt,
     git_revision,
     load_average,
     median,
+    publish,
     versions,
 )
 from engine.bench.settings import BenchSettings
@@ -116,10 +116,7 @@ def run_bench(settings: BenchSettings) -> int:
         memory_md = _memory_section(settings, bench_set, threads, progress)
         progress.sample_load()
     section = _compose(settings, bench_set, latency, decode, questions_note, vocoder_md, memory_md, threads, progress)
-    print(section)
-    if settings.append:
-        append_section(settings.out, section)
-        print(f"appended to {settings.out}")
+    publish(section, settings.out, settings.append)
     return 0
 
 
