@@ -684,8 +684,13 @@ class SpeechOutput:
         if player is not watch.player or player.error is not None:
             self._watch = None  # replaced meanwhile: the new Player starts from its own latency
             return
-        if not player.wait_done(0.0):
-            return  # still playing (or cut by the next turn: then it does not count)
+        try:
+            if not player.wait_done(0.0):
+                return  # still playing (or cut by the next turn: then it does not count)
+        except AudioDeviceError:  # the next sound opens the speaker again
+            self._watch = None
+            self._drop_player()
+            return
         self._watch = None
         dropouts = player.device_underflows - watch.dropouts_at_start
         current = player.requested_latency_s
