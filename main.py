@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vocoder", type=Path, metavar="DIR", help="unit HiFi-GAN vocoder folder")
     parser.add_argument("--settings", type=Path, metavar="FILE", help="use this settings file")
+    parser.add_argument(
+        "--save-answers", type=Path, metavar="DIR", help="also save each spoken answer there as a WAV file"
+    )
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     parser.add_argument(
         "--self-check",

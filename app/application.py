@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
+from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge, EngineFactory
 from app.first_start import start_device_check
 from app.icons import app_icon
@@ -81,6 +82,8 @@ class Controller:
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
+        save_answers = getattr(args, "save_answers", None)
+        self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
     def start(self) -> None:
         """Runs once the event loop is up: ask the engine for the sound devices (so a missing sound

@@ -37,6 +37,7 @@ from engine.events import (
     RecordingLimitReached,
     SendText,
     SetOptions,
+    SlowDevice,
     StartTurn,
     StateChanged,
     StopTurn,
@@ -78,6 +79,7 @@ class EngineBridge(QObject):
     turnStarted = Signal(object)  # TurnStarted
     textDelta = Signal(int, str)
     audioChunk = Signal(int, object)  # turn id, float32 pcm 16 kHz
+    slowDevice = Signal(object)  # SlowDevice: the answer is held back so it plays without gaps
     turnFinished = Signal(object)  # TurnFinished
     conversationReset = Signal()
     deviceTested = Signal(object)  # DeviceChecked
@@ -161,6 +163,8 @@ class EngineBridge(QObject):
             self.textDelta.emit(event.turn_id, event.text)
         elif isinstance(event, AudioChunk):
             self.audioChunk.emit(event.turn_id, event.pcm)
+        elif isinstance(event, SlowDevice):
+            self.slowDevice.emit(event)
         elif isinstance(event, TurnFinished):
             self.turnFinished.emit(event)
         elif isinstance(event, ConversationReset):

@@ -32,7 +32,16 @@ from app.settings import AppSettings
 from app.tasks import run_in_background
 from app.transcript import TranscriptView
 from app.words import LOGS_ACTION, SETTINGS_ACTION, SETUP_ACTION
-from engine.events import EngineState, Failed, ModelInfo, Ready, StateChanged, TurnFinished, TurnStarted
+from engine.events import (
+    EngineState,
+    Failed,
+    ModelInfo,
+    Ready,
+    SlowDevice,
+    StateChanged,
+    TurnFinished,
+    TurnStarted,
+)
 from engine.paths import log_dir
 
 logger = logging.getLogger(__name__)
@@ -71,6 +80,7 @@ class MainWindow(QMainWindow):
         self.resize(*WINDOW_SIZE_PX)
         self._state = EngineState.IDLE
         self._talk_down = False  # the talk key/button is held (or toggled on)
+        self._slow_turn = False  # the current answer is held back on a slow device (SlowDevice)
         self._model_ready = False
         self.global_hotkey: GlobalHotkey | None = None
         self.model_summary: str | None = None
@@ -181,6 +191,7 @@ class MainWindow(QMainWindow):
         )
         bridge.turnIgnored.connect(lambda reason, hint: self._set_status(hint))
         bridge.turnStarted.connect(self._on_turn_started)
+        bridge.slowDevice.connect(self._on_slow_device)
         bridge.textDelta.connect(self.transcript.append_text)
         bridge.audioChunk.connect(self.transcript.append_audio)
         bridge.turnFinished.connect(self._on_turn_finished)
@@ -323,7 +334,7 @@ class MainWindow(QMainWindow):
             EngineState.READY: f"Ready. Hold {key} (or the button) and speak.",
             EngineState.LISTENING: "Listening…",
             EngineState.THINKING: "Thinking…",
-            EngineState.SPEAKING: "Speaking… (Esc to stop)",
+            EngineState.SPEAKING: f"Speaking… ({'slow device; ' if self._slow_turn else ''}Esc to stop)",
             EngineState.ERROR: detail or "Something went wrong.",
         }
         # A READY/IDLE that carries a reason keeps the message the reason's own event just showed.
@@ -356,7 +367,16 @@ class MainWindow(QMainWindow):
         self.level_meter.setValue(round(100 * fill))
         self._set_status(f"Listening… {remaining_s:.0f} s left")
 
+    def _on_slow_device(self, event: SlowDevice) -> None:
+        """This PC makes speech slower than it plays: the answer waits so it does not stutter."""
+        self._slow_turn = True
+        self._set_status(
+            f"Slow device: this PC makes speech at {event.speed:.1f}× real time, so the answer starts in about "
+            f"{max(1, round(event.wait_s))} s and then plays without gaps."
+        )
+
     def _on_turn_started(self, started: TurnStarted) -> None:
+        self._slow_turn = False
         self.transcript.start_turn(started)
 
     def _on_turn_finished(self, finished: TurnFinished) -> None:

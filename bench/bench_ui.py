@@ -5,8 +5,8 @@
 Runs the real app pieces (EngineBridge -> Engine thread -> LLaMA-Omni random-weight model -> ONNX
 vocoder) headless (QT_QPA_PLATFORM=offscreen) and types questions into the real MainWindow, so
 every streamed token, audio chunk and state change goes through the queued signals and widgets.
-Speech goes to the benchmark's clocked sound device (``engine.bench.sound``, a real-time speaker
-with no sound card needed), so the vocoder worker and the player run during every answer, as they
+Speech goes to the fake sound device in its clocked mode (``engine.audio.fake_device``: a real-time
+speaker with no sound card needed), so the vocoder worker and the player run during every answer, as they
 do in the app. Target: largest gap < 50 ms.
 """
 
@@ -35,8 +35,8 @@ from app.bridge import EngineBridge  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from engine.audio.capture import Recorder  # noqa: E402
+from engine.audio.fake_device import FakeSoundDevice  # noqa: E402
 from engine.audio.playback import Player  # noqa: E402
-from engine.bench.sound import BenchSoundBackend  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.events import EngineOptions, TurnFinished  # noqa: E402
 
@@ -117,7 +117,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("OMNITALK_HOME", str(Path(tmp) / "home"))
         tiny = _write_model(Path(tmp) / "model", args.size)
-        sound = BenchSoundBackend()
+        sound = FakeSoundDevice(clocked=True)
         bridge = EngineBridge(
             lambda on_event: Engine(
                 on_event,

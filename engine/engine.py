@@ -1,6 +1,7 @@
 """The engine thread: owns the model and the microphone; the speaker belongs to its SpeechOutput.
 
-Owners: the engine thread owns the loaded model, the Recorder and the command loop;
+Owners: the engine thread owns the loaded model, the Recorder, the command loop and the CPU
+thread plan (engine/cpu_threads.py, applied when a model loads);
 :class:`engine.speech_out.SpeechOutput` (created here, its worker thread) owns the Player and the
 vocoder stream; one turn is :func:`engine.pipeline.run_turn`.
 
@@ -37,6 +38,7 @@ from engine.audio.earcons import done_earcon, listening_earcon
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.audio.vad import SpeechDetector
+from engine.cpu_threads import ThreadPlan, apply_onnx, apply_torch
 from engine.errors import AudioDeviceError, BadInput, EngineError, ModelMissing, Reason
 from engine.events import (
     AdapterChanged,
@@ -70,13 +72,11 @@ from engine.events import (
 from engine.gpu import release_cuda_cache
 from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
 from engine.pipeline import LoadedModel, ModelLoader, TurnContext, TurnRequest, run_turn
-from engine.speech_out import SpeechOutput
+from engine.speech_out import Clip, SpeechOutput
 
 logger = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.05  # Listening events while recording (meter refresh)
-PLAYBACK_POLL_S = 0.02
-REPLAY_TIMEOUT_S = 600.0
 SHUTDOWN_TIMEOUT_S = 10.0
 MIC_TEST_S = 3.0
 MIC_TEST_QUIET_DBFS = -50.0
@@ -107,6 +107,7 @@ class Engine:
         speech_detector: SpeechDetector | None = None,
         options: EngineOptions | None = None,
         sound_backend: SoundBackend | None = None,
+        threads: ThreadPlan | None = None,
     ) -> None:
         self._emit_raw = on_event
         self._load = model_loader or _default_loader
@@ -114,6 +115,7 @@ class Engine:
         self._make_player = player_factory or Player
         self._detector = speech_detector or SpeechDetector()
         self._sound_backend = sound_backend
+        self._threads = threads or ThreadPlan()
         self.options = options or EngineOptions()
         self._commands: queue.Queue[Command | _LimitReached | _InputLost] = queue.Queue()
         self._gen = 0
@@ -124,6 +126,7 @@ class Engine:
         self._speech = SpeechOutput(self._make_player, self._emit, lambda: self._gen, self.options.output_device)
         self._recorder: Recorder | None = None
         self._recording_since: float | None = None
+        self._replay: Clip | None = None  # a replay playing (the engine does not wait for it)
         self._turn_id = 0
 
     # ------------------------------------------------------------------ any thread
@@ -169,11 +172,12 @@ class Engine:
 
     def _run(self) -> None:
         while True:
-            recording = self._recording_since is not None
+            polling = self._recording_since is not None or self._replay is not None
             try:
-                command = self._commands.get(timeout=LEVEL_INTERVAL_S if recording else None)
+                command = self._commands.get(timeout=LEVEL_INTERVAL_S if polling else None)
             except queue.Empty:
                 self._report_level()
+                self._check_replay()
                 continue
             if isinstance(command, Shutdown):
                 break
@@ -214,6 +218,7 @@ class Engine:
                 if self._recorder is not None:
                     self._recorder.stop()  # the take is discarded; the stream stays open
                 self._set_state(self._idle_state(), "cancelled")
+            self._check_replay()
         elif isinstance(command, SendText):
             text = command.text.strip()
             if not text:
@@ -226,7 +231,7 @@ class Engine:
         elif isinstance(command, SetOptions):
             self._apply_options(command.options)
         elif isinstance(command, PlayAudio):
-            self._replay(command.pcm)
+            self._start_replay(command.pcm)
         elif isinstance(command, CheckDevice):
             self._test_device(command)
         elif isinstance(command, ListDevices):
@@ -247,7 +252,9 @@ class Engine:
 
         if command.max_new_tokens is None:
             command = dataclasses.replace(command, max_new_tokens=self.options.max_new_tokens)
+        apply_onnx(self._threads)  # before the vocoder's session is made
         loaded = self._load(command, progress)
+        apply_torch(self._threads)  # after loading: the load's tensor conversions may use them all
         self._loaded = loaded
         self._speech.set_vocoder(loaded.vocoder)
         if not self._detector.uses_model:
@@ -337,7 +344,7 @@ class Engine:
         """Play a short confirmation tone if enabled; a missing speaker is not worth an error here
         (the worker logs it; the answer reports it)."""
         if self.options.earcons:
-            self._speech.play(self._gen, pcm)
+            self._speech.earcon(self._gen, pcm)
 
     def _test_device(self, command: CheckDevice) -> None:
         """Record MIC_TEST_S and play it back, or play a chime; report in words, never raise."""
@@ -380,7 +387,7 @@ class Engine:
             else:
                 self._emit(DeviceChecked("input", True, f"Heard you (peak {peak:.0f} dBFS); playing it back."))
             if audio.size and self._gen == gen:
-                self._replay(audio)
+                self._start_replay(audio)
         except AudioDeviceError as exc:
             self._emit(DeviceChecked(command.kind, False, f"{exc.message} {exc.fix or ''}".strip(), Failed.of(exc)))
 
@@ -404,19 +411,26 @@ class Engine:
             self._open_devices()
         self._emit(answer)
 
-    def _replay(self, pcm: np.ndarray) -> None:
-        """Play a stored clip (an earlier answer); a press or Cancel stops it at once."""
-        gen = self._gen
-        clip = self._speech.play(gen, pcm)
+    def _start_replay(self, pcm: np.ndarray) -> None:
+        """Play a stored clip (an earlier answer or question) without waiting for it: a press or
+        Cancel stops it at once, and a turn that starts meanwhile cuts it (SpeechOutput)."""
+        self._replay = self._speech.play(self._gen, pcm)
         self._set_state(EngineState.SPEAKING, "replay")
+
+    def _check_replay(self) -> None:
+        """Back to idle once the replay has been heard, cancelled or cut by something else."""
+        clip = self._replay
+        if clip is None:
+            return
         try:
-            while self._gen == gen and not clip.done.wait(PLAYBACK_POLL_S):
-                pass
-            if clip.error is not None:
-                raise clip.error
-            self._speech.wait_played(gen, REPLAY_TIMEOUT_S)
-        finally:
-            if self._recording_since is None:
+            over = clip.gen != self._gen or self._speech.heard(clip)
+        except AudioDeviceError as exc:
+            self._replay = None
+            self._fail(exc)
+            return
+        if over:
+            self._replay = None
+            if self._recording_since is None and self._state is EngineState.SPEAKING:
                 self._set_state(self._idle_state())
 
     def _report_level(self) -> None:
@@ -454,6 +468,7 @@ class Engine:
 
     def _run_turn(self, request: TurnRequest, t0: float, user_audio: np.ndarray | None) -> None:
         loaded = self._require_model()
+        self._replay = None  # the worker cuts a replay when the turn begins
         self._turn_id += 1
         speaks = loaded.vocoder is not None and self.options.speak_answers
         context = TurnContext(

@@ -257,16 +257,32 @@ class TurnMetrics:
     encoder_ms: float | None = None
     first_token_ms: float | None = None
     first_chunk_ms: float | None = None  # first unit chunk vocoded
-    first_audio_ms: float | None = None  # first sample handed to the sound device
+    first_audio_ms: float | None = None  # first sample due at the speaker (output latency included)
     total_ms: float | None = None
     n_tokens: int = 0
     n_units: int = 0
     audio_s: float = 0.0
     tokens_per_s: float = 0.0
-    underruns: int = 0
+    underruns: int = 0  # times the speaker's queue ran dry before the answer's end was known
+    dropouts: int = 0  # output blocks the sound device reported late (audible; the PC was too busy)
+    gaps: int = 0  # silences inside the answer: it ran dry and the answer went on after
+    gap_s: float = 0.0  # their total length
+    output_latency_ms: float | None = None  # the device's share of first_audio_ms
+    held_ms: float = 0.0  # how long finished speech was held back so a slow device plays without gaps
+    slow_device: bool = False  # speech was made slower than real time (SlowDevice was sent)
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class SlowDevice:
+    """This PC makes speech slower than it plays (``speed`` < 1: seconds of speech per second), so
+    the answer is held back for about ``wait_s`` before it plays, to play without gaps."""
+
+    turn_id: int
+    speed: float
+    wait_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +358,7 @@ Event = (
     | TurnStarted
     | TextDelta
     | AudioChunk
+    | SlowDevice
     | TurnFinished
     | ConversationReset
     | DeviceChecked

@@ -172,24 +172,55 @@ def run_turn(ctx: TurnContext, request: TurnRequest, turn_id: int, t0: float, us
 
     end = time.perf_counter()
     first_audio = speech.first_sample_at if speech is not None and audio is not None else None
+    if first_audio is not None and first_audio < t0:
+        first_audio = None  # an earlier sound's
     n_tokens = len(units_after_token)
     decode_s = generated - first_token if first_token is not None else 0.0
+    heard = _heard_counts(speech, audio)
     metrics = TurnMetrics(
         features_ms=_ms(t0, stages.get(Stage.FEATURES)),
         encoder_ms=_ms(t0, stages.get(Stage.ENCODER)),
         first_token_ms=_ms(t0, first_token),
         first_chunk_ms=_ms(t0, audio.first_chunk_at if audio is not None else None),
-        first_audio_ms=_ms(t0, first_audio) if first_audio is not None and first_audio >= t0 else None,
+        first_audio_ms=_ms(t0, first_audio),
         total_ms=_ms(t0, end),
         n_tokens=n_tokens,
         n_units=n_units,
         audio_s=(audio.samples_out / MODEL_SAMPLE_RATE_HZ) if audio is not None else 0.0,
         tokens_per_s=(n_tokens - 1) / decode_s if n_tokens > 1 and decode_s > 0 else 0.0,
-        underruns=(speech.underruns - audio.underruns_at_start) if speech is not None and audio else 0,
+        underruns=heard.underruns,
+        dropouts=heard.dropouts,
+        gaps=heard.gaps,
+        gap_s=round(heard.gap_s, 3),
+        output_latency_ms=round(speech.first_sample_latency_s * 1000.0, 2)
+        if speech is not None and first_audio is not None
+        else None,
+        held_ms=round(audio.pace.held_s * 1000.0, 1) if audio is not None and audio.done.is_set() else 0.0,
+        slow_device=audio is not None and audio.done.is_set() and audio.pace.slow,
     )
     logger.info("Turn %d %s: %s", turn_id, "interrupted" if interrupted else "done", metrics.as_dict())
     ctx.emit(TurnFinished(turn_id, "".join(text_parts), interrupted, metrics))
     return interrupted
+
+
+@dataclass(frozen=True, slots=True)
+class _HeardCounts:
+    underruns: int = 0
+    dropouts: int = 0
+    gaps: int = 0
+    gap_s: float = 0.0
+
+
+def _heard_counts(speech: SpeechOutput | None, audio: TurnAudio | None) -> _HeardCounts:
+    """The speaker's counters over this turn (0 if the Player was replaced meanwhile)."""
+    if speech is None or audio is None:
+        return _HeardCounts()
+    return _HeardCounts(
+        underruns=max(0, speech.underruns - audio.underruns_at_start),
+        dropouts=max(0, speech.dropouts - audio.dropouts_at_start),
+        gaps=max(0, speech.gaps - audio.gaps_at_start),
+        gap_s=max(0.0, speech.gap_s - audio.gap_s_at_start),
+    )
 
 
 def _wait_heard(speech: SpeechOutput, audio: TurnAudio, ctx: TurnContext) -> AudioDeviceError | None:

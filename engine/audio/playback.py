@@ -6,8 +6,14 @@ Data path::
     PortAudio callback: fixed-size block <--copy-- RingBuffer, gain ramps applied  [audio thread]
 
 The ring is the bounded queue (``queue_s`` seconds): :meth:`Player.write` blocks while it is full,
-which paces a faster-than-real-time vocoder. :meth:`Player.cancel` is lock-free and may be called
-from any thread; it also releases a blocked ``write``.
+which paces a faster-than-real-time writer (``free_s`` says how much fits without blocking).
+:meth:`Player.cancel` is lock-free and may be called from any thread; it also releases a blocked
+``write``. A writer that passes the ``cancel_gen`` it read before deciding to write
+(:attr:`Player.cancel_generation`) never queues audio after a cancel it had not seen.
+
+Short sounds (earcons) go through :meth:`Player.mix` instead: a second, small ring mixed on top
+of whatever plays, so a "got it" tone never delays the answer queued after it, and a cancel does
+not cut it.
 
 Positions in the ring are absolute frame counts, so the writer side communicates with the
 callback through marks instead of locks: ``_end_mark`` (where the current utterance ends, set by
@@ -22,6 +28,9 @@ Click-free rules, all applied in the callback with preallocated buffers:
   to zero over ``fade_out_s`` instead of dropping to it, and fades back in when audio returns;
 - cancel fades out over ``cancel_fade_s`` from wherever playback is, then drops the rest.
 
+The callback also measures what the listener hears: ``underruns`` (the queue ran dry mid-utterance)
+and, of those, the ``gaps`` after which the same utterance went on, with their length (``gap_s``).
+
 Keep one Player started across turns: starting an output stream can take a second or more.
 """
 
@@ -31,7 +40,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +57,8 @@ logger = logging.getLogger(__name__)
 MAX_PLAYBACK_CHANNELS = 2
 MAX_CALLBACK_S = 0.5  # largest block the preallocated callback buffers handle
 MAX_PLAUSIBLE_LATENCY_S = 1.0  # larger DAC-time offsets are host API bugs; ignore them
+MIX_QUEUE_S = 1.0  # room for mixed-in sounds (earcons are 0.09 s)
+MAX_LATENCY_S = 0.2  # host buffering that survived two busy-looping processes on 2 cores (8 runs)
 _POLL_S = 0.002
 
 
@@ -55,16 +66,21 @@ _POLL_S = 0.002
 class PlayerOptions:
     queue_s: float = 2.0  # bound of the queue between write() and the device
     block_s: float = 0.01  # PortAudio block: the granularity of cancel and of underrun detection
-    # Host buffering. Bigger survives a busy CPU (torch on all cores, the GIL) but cancel is heard
-    # up to this much later. With two busy-looping processes on 2 cores the callback was late by
-    # >100 ms in 1 run of 6 at 0.1 s (an audible dropout); 0.2 s had none in 8 runs.
-    latency_s: float = 0.2
+    # Host buffering. An idle stream keeps it full of silence, so every answer's first sample waits
+    # this long behind it (0.2 s made first audio through PulseAudio ~200 ms later than on a
+    # device without latency; bench/RESULTS.md). Smaller needs a callback that is never late: a
+    # busy CPU or the GIL can delay it into an audible dropout (device_underflows), so the speaker's
+    # owner doubles it when that happens (engine/speech_out.py), up to MAX_LATENCY_S.
+    latency_s: float = 0.04
     lead_silence_s: float = 0.15  # silence at stream start, on top of latency_s (see _lead_silence)
     fade_in_s: float = 0.005
     fade_out_s: float = 0.005
     cancel_fade_s: float = 0.008
     first_callback_timeout_s: float = 5.0
-    stall_timeout_s: float = 3.0  # no callback for this long = device lost
+    # No callback for this long = device lost. PortAudio's ALSA host API on PulseAudio recovers from
+    # a dropout by restarting the stream, with no callback for up to ~1.9 s (measured); two in a
+    # row must not look like an unplugged speaker.
+    stall_timeout_s: float = 5.0
     resample_quality: str = "HQ"
 
 
@@ -109,6 +125,7 @@ class Player:
         self._discard_until = 0  # writers: cancel() / write(), under _mark_lock
         self._cancel_gen = 0  # writer: cancel()
         self._first_sample_at: float | None = None  # writers: callback (set), cancel() (clear)
+        self._first_sample_latency_s = 0.0  # writer: callback; the DAC offset inside _first_sample_at
         self._played_s_at_cancel: float | None = None  # writer: cancel(), under _mark_lock
         self._closing = False
         # Callback-only state (read elsewhere for reporting only).
@@ -128,6 +145,12 @@ class Player:
         self._done_at = 0.0
         self._callbacks = 0
         self._underruns = 0
+        self._gaps = 0
+        self._gap_frames = 0
+        self._gap_open = False
+        self._gap_pending = 0
+        self._mix_ring = RingBuffer(1, 1)  # producer: mix(); consumer: the callback
+        self._mix_buf = np.zeros(1, dtype=np.float32)
         self._device_underflows = 0
         self._samples_played = 0
 
@@ -136,6 +159,17 @@ class Player:
     def underruns(self) -> int:
         """Times the queue ran dry in the middle of an utterance (the writer was too slow)."""
         return self._underruns
+
+    @property
+    def gaps(self) -> int:
+        """Underruns after which the same utterance went on: silences the listener heard inside it."""
+        return self._gaps
+
+    @property
+    def gap_s(self) -> float:
+        """Total length of those gaps (device-rate frames of silence between the utterance's audio)."""
+        rate = self._device_rate_hz
+        return self._gap_frames / rate if rate else 0.0
 
     @property
     def device_underflows(self) -> int:
@@ -160,6 +194,37 @@ class Player:
         audio plays, and cleared by :meth:`cancel`.
         """
         return self._first_sample_at
+
+    @property
+    def first_sample_latency_s(self) -> float:
+        """The output latency inside :attr:`first_sample_at`: how long after the callback handed the
+        first sample to the host it was due at the DAC (``outputBufferDacTime - currentTime``)."""
+        return self._first_sample_latency_s
+
+    @property
+    def requested_latency_s(self) -> float:
+        """The host buffering this Player asks for when it opens its stream."""
+        return self._opts.latency_s
+
+    def reopen(self, latency_s: float) -> None:
+        """Close the stream and open it again with ``latency_s`` of host buffering. For the owner
+        thread, when nothing plays: anything still queued is dropped, but unlike :meth:`stop` this
+        is not a cancel (``first_sample_at`` and ``played_s_at_cancel`` stay). Raises
+        AudioDeviceError like :meth:`start`."""
+        with self._write_lock:
+            self._opts = replace(self._opts, latency_s=latency_s)
+            self._close_stream()
+            self.start()
+
+    @property
+    def output_latency_s(self) -> float:
+        """The open stream's output latency as the host reports it (0 before the first start)."""
+        return self._latency_s
+
+    @property
+    def cancel_generation(self) -> int:
+        """Changes with every :meth:`cancel`; pass it to :meth:`write` as ``cancel_gen``."""
+        return self._cancel_gen
 
     @property
     def queued_s(self) -> float:
@@ -231,6 +296,8 @@ class Player:
         self._ring = RingBuffer(max(1, round(rate * o.queue_s)), 1)
         max_block = max(1, round(rate * MAX_CALLBACK_S))
         self._mono = np.zeros(max_block, dtype=np.float32)
+        self._mix_buf = np.zeros(max_block, dtype=np.float32)
+        self._mix_ring = RingBuffer(max(1, round(rate * MIX_QUEUE_S)), 1)
         self._gain_buf = np.zeros(max_block, dtype=np.float32)
         self._tail_buf = np.zeros(max_block, dtype=np.float32)
         self._index0 = np.arange(max_block, dtype=np.float32)
@@ -244,22 +311,24 @@ class Player:
                 MODEL_SAMPLE_RATE_HZ, rate, 1, dtype="float32", quality=o.resample_quality
             )
         self._end_mark = self._discard_until = self._done_mark = 0
-        self._cancel_gen = self._seen_cancel_gen = self._resampler_gen = 0
+        # The cancel generation only grows (writers hold on to it across a re-open).
+        self._seen_cancel_gen = self._resampler_gen = self._cancel_gen
         self._cancelling = self._playing = self._utterance_started = False
+        self._gap_open = False
+        self._gap_pending = 0
         self._gain = self._last_value = self._decay_level = self._decay_delta = 0.0
         self._decay_left = 0
         self._lead_s = o.lead_silence_s + o.latency_s
         self._lead_left = round(rate * self._lead_s)
         self._lead_started_at = -1.0
-        self._first_sample_at = None
 
-    def write(self, pcm16k: np.ndarray, *, timeout_s: float | None = None) -> bool:
+    def write(self, pcm16k: np.ndarray, *, timeout_s: float | None = None, cancel_gen: int | None = None) -> bool:
         """Queue float32 mono audio at 16 kHz, (n_samples,). Starts the stream if needed.
 
         Blocks while the queue is full (backpressure; see ``free_s`` to avoid blocking).
         Returns True when everything was queued, False if :meth:`cancel` was called meanwhile
-        (the rest is dropped). Raises AudioDeviceError if the device fails or accepts nothing
-        for ``timeout_s``.
+        (the rest is dropped) or, with ``cancel_gen``, already before. Raises AudioDeviceError if
+        the device fails or accepts nothing for ``timeout_s``.
         """
         audio = np.asarray(pcm16k, dtype=np.float32)
         if audio.ndim != 1:
@@ -269,12 +338,31 @@ class Player:
                 self.start()
             self._raise_if_failed()
             gen = self._cancel_gen
+            if cancel_gen is not None and cancel_gen != gen:
+                return False
             if self._resampler is not None:
                 if self._resampler_gen != gen:  # a cancel happened: forget the old utterance's filter state
                     self._resampler.clear()
                     self._resampler_gen = gen
                 audio = self._resampler.resample_chunk(audio)
             return self._push(audio, gen, timeout_s)
+
+    def mix(self, pcm16k: np.ndarray) -> bool:
+        """Mix a short sound (float32 mono 16 kHz) on top of whatever plays, from the next block on.
+
+        Never waits for the queue and is not cut by :meth:`cancel`. Returns False if it did not
+        fit in full (``MIX_QUEUE_S``); the rest is dropped. Raises AudioDeviceError like ``write``.
+        """
+        audio = np.asarray(pcm16k, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"pcm16k must be mono (n_samples,), got shape {audio.shape}")
+        with self._write_lock:
+            if self._stream is None:
+                self.start()
+            self._raise_if_failed()
+            if self._device_rate_hz != MODEL_SAMPLE_RATE_HZ:
+                audio = soxr.resample(audio, MODEL_SAMPLE_RATE_HZ, self._device_rate_hz, self._opts.resample_quality)
+            return self._mix_ring.write(audio) == audio.shape[0]
 
     def finish(self, *, timeout_s: float | None = None) -> bool:
         """Mark the end of the current utterance: flush the resampler, fade the tail out.
@@ -368,10 +456,12 @@ class Player:
         pos = 0
         if self._lead_left > 0:
             pos = self._lead_silence(n, time_info)
+        lead = pos
 
         if self._cancel_gen != self._seen_cancel_gen:
             self._seen_cancel_gen = self._cancel_gen
             self._utterance_started = False
+            self._gap_open = False
             if ring.total_read >= self._discard_until and not self._cancelling and self._playing:
                 self._stop_playing(decay_from=self._last_value)  # queue already empty: just land softly
         if ring.total_read < self._discard_until and not self._cancelling:
@@ -387,13 +477,23 @@ class Player:
         if pos < n:
             self._play_into(mono, pos, time_info)
         if self._done_mark < self._end_mark <= ring.total_read:
-            # Covers utterances with no audio at all (finish() right after cancel or start()).
+            # Covers utterances with no audio at all (finish() right after cancel or start()), and
+            # an end marked while the queue was dry: that silence was the end, not a gap.
             self._done_mark = self._end_mark
             self._done_at = time.perf_counter() + self._latency_s
+            self._gap_open = False
         self._last_value = float(mono[n - 1]) if n else 0.0
+        if lead < n and self._mix_ring.available:
+            self._mix_into(mono, lead)
         outdata[:n] = mono[:, None]
         if n < frames:
             outdata[n:] = 0.0
+
+    def _mix_into(self, mono: np.ndarray, pos: int) -> None:
+        k = self._mix_ring.read_into(self._mix_buf[: mono.shape[0] - pos])
+        seg = mono[pos : pos + k]
+        seg += self._mix_buf[:k]
+        np.clip(seg, -1.0, 1.0, out=seg)
 
     def _lead_silence(self, n: int, time_info: Any) -> int:
         """Frames of this block that stay silent at stream start.
@@ -429,6 +529,13 @@ class Player:
         seg = mono[pos : pos + want]
         k = ring.read_into(seg, limit)
         starving = not hard_end and k < n - pos
+        if self._gap_open and not self._cancelling:
+            if k > 0:  # the utterance goes on after a dry spell: that silence was a gap
+                self._gaps += 1
+                self._gap_frames += self._gap_pending
+                self._gap_open = False
+            else:
+                self._gap_pending += n - pos
         if k > 0:
             seg = seg[:k]
             target, fade_frames = (0.0, self._cancel_fade_frames) if self._cancelling else (1.0, self._fade_in_frames)
@@ -451,7 +558,9 @@ class Player:
             self._samples_played += k
             if not self._utterance_started and not self._cancelling:
                 self._utterance_started = True
-                self._first_sample_at = time.perf_counter() + self._dac_offset_s(time_info) + pos / self._device_rate_hz
+                offset = self._dac_offset_s(time_info)
+                self._first_sample_latency_s = offset
+                self._first_sample_at = time.perf_counter() + offset + pos / self._device_rate_hz
             self._playing = True
         reached = ring.total_read
         if self._cancelling:
@@ -462,12 +571,15 @@ class Player:
         elif hard_end and reached >= limit:
             self._stop_playing(decay_from=0.0)
             self._utterance_started = False
+            self._gap_open = False
             self._done_at = time.perf_counter() + self._latency_s
             self._done_mark = limit
         elif starving and self._playing:
             # The writer fell behind. The end was not known in advance, so there was no audio left
             # to fade: ramp from the last sample down to zero instead of dropping to it.
             self._underruns += 1
+            self._gap_open = True
+            self._gap_pending = n - pos - k
             self._stop_playing(decay_from=float(mono[pos + k - 1]) if k else self._last_value)
             self._emit_decay(mono, pos + k)
 

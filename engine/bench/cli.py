@@ -7,8 +7,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from engine.bench.busy import default_competitors
 from engine.bench.report import DEFAULT_RESULTS
-from engine.bench.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RUNS, QUICK_RUNS, SIZES, BenchSettings
+from engine.bench.settings import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_RUNS,
+    QUICK_RUNS,
+    SIZES,
+    BenchSettings,
+    _default_device,
+)
 from engine.config import QUANT_MODES
 
 
@@ -22,6 +30,40 @@ def _command(args: argparse.Namespace) -> str:
     rebuilt += ["--quick"] if args.quick else []
     rebuilt += ["--runs", str(args.runs)] if args.runs is not None else []
     return "python -m engine " + shlex.join(rebuilt)
+
+
+def _library_torch_threads() -> int:
+    import torch  # nothing has changed its thread count yet
+
+    return torch.get_num_threads()
+
+
+def _run_audio(args: argparse.Namespace) -> int:
+    from engine.bench.hear import DEFAULT_RUNS as AUDIO_RUNS
+    from engine.bench.hear import QUICK_RUNS as AUDIO_QUICK_RUNS
+    from engine.bench.hear import HearSettings, run_hear
+
+    runs = args.runs if args.runs is not None else (AUDIO_QUICK_RUNS if args.quick else AUDIO_RUNS)
+    if runs < 1:
+        raise SystemExit("--runs must be at least 1")
+    argv = sys.argv[1:]
+    command = "python -m engine " + shlex.join(argv if "bench-audio" in argv else ["bench-audio"])
+    settings = HearSettings(
+        device=args.device or _default_device(),
+        size=args.size,
+        runs=runs,
+        quick=bool(args.quick),
+        busy=args.busy if args.busy is not None else default_competitors(),
+        library_torch_threads=_library_torch_threads(),
+        pulse=not args.no_pulse,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        out=args.out,
+        append=not args.no_append,
+        workdir=args.workdir,
+        command=command,
+    )
+    return run_hear(settings)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -106,8 +148,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quant", choices=QUANT_MODES, default=None, help="the engine's precision (default: nf4 on CUDA, fp32 on CPU)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the engine's, cpu_threads.py)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="answer length (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random weights and units (%(default)s)")
     p.add_argument("--workdir", type=Path, default=None, help="where the model set is written (default: a temp dir)")
     p.set_defaults(func=_run)
+
+    a = subparsers.add_parser(
+        "bench-audio",
+        help="what the user hears: first audio through real (PulseAudio) devices, gaps on a busy PC",
+        description=(
+            "Runs spoken turns through the real engine on the fake sound device and on PulseAudio null sinks "
+            "(the question played into a virtual microphone, the speaker's monitor recorded with timestamps), "
+            "idle and with CPU-bound processes competing; reports first audio as heard, where it goes stage by "
+            "stage, the decode rate in the app vs the model alone, underruns and gaps. Appends a dated section."
+        ),
+    )
+    a.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    a.add_argument("--size", choices=("tiny", "mid"), default="tiny", help="model set (%(default)s)")
+    a.add_argument("--runs", type=int, default=None, help="runs per mode (5; --quick: 1)")
+    a.add_argument("--quick", action="store_true", help="one question per mode, three modes (the test suite's form)")
+    a.add_argument("--busy", type=int, default=None, help="competing processes (default: cores - 1, at least 1)")
+    a.add_argument("--no-pulse", action="store_true", help="skip the PulseAudio modes")
+    a.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results file to append to (%(default)s)")
+    a.add_argument("--no-append", action="store_true", help="print the section only")
+    a.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="answer length (%(default)s)")
+    a.add_argument("--seed", type=int, default=0, help="random weights (%(default)s)")
+    a.add_argument("--workdir", type=Path, default=None, help="where the model set is written (default: a temp dir)")
+    a.set_defaults(func=_run_audio)

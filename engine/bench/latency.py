@@ -28,15 +28,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from engine.audio.backend import SoundBackend
 from engine.audio.capture import Recorder, RecorderOptions
-from engine.audio.playback import Player
+from engine.audio.fake_device import FAKE_RATE_HZ, FakeSoundDevice
+from engine.audio.playback import Player, PlayerOptions
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, resample
 from engine.audio.vad import SpeechDetector
 from engine.bench.event_log import EventLog
 from engine.bench.probes import StepTiming, TimedBackend, TimedVocoder, VocoderCall
 from engine.bench.questions import Question
 from engine.bench.report import Table, fmt, median, p90
-from engine.bench.sound import DEVICE_RATE_HZ, BenchSoundBackend
+from engine.cpu_threads import ThreadPlan
 from engine.engine import Engine
 from engine.errors import EngineError
 from engine.events import (
@@ -107,6 +109,8 @@ class RawTurn:
     stages: dict[str, float]
     vocoder_calls: tuple[VocoderCall, ...]
     chunking: ChunkingOptions
+    first_sample_latency_s: float = 0.0  # the output latency inside first_sample_at
+    turn_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +231,27 @@ def _state_is(state: EngineState) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, StateChanged) and e.state is state
 
 
-class EngineBench:
-    """The engine with the real loader (wrapped in timing probes) and the clocked sound device."""
+Speak = Callable[[], None]  # says the question into the microphone; returns once it was delivered
 
-    def __init__(self, options: EngineOptions, detector: SpeechDetector, seed: int = 0) -> None:
-        self.sound = BenchSoundBackend()
+
+class EngineBench:
+    """The engine with the real loader (wrapped in timing probes), on the clocked fake sound device
+    (``sound=None``: output latency 0, so first audio = first sample handed to the device) or on
+    ``sound``, e.g. the real PortAudio backend."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        detector: SpeechDetector,
+        seed: int = 0,
+        *,
+        sound: SoundBackend | None = None,
+        player_options: PlayerOptions | None = None,
+        threads: ThreadPlan | None = None,
+    ) -> None:
+        self.fake = FakeSoundDevice(clocked=True, latency_s=0.0) if sound is None else None
+        self.sound: SoundBackend = self.fake if self.fake is not None else sound  # type: ignore[assignment]
+        self._player_options = player_options
         self._rng = np.random.default_rng(seed)
         self.log = BenchEventLog()
         self.options = options
@@ -247,11 +267,25 @@ class EngineBench:
             player_factory=self._make_player,
             speech_detector=detector,
             options=options,
+            threads=threads,
         )
 
     def _make_player(self, device: object) -> Player:
-        self.player = Player(device, backend=self.sound)  # type: ignore[arg-type]
+        self.player = Player(device, backend=self.sound, options=self._player_options)  # type: ignore[arg-type]
         return self.player
+
+    def fake_speaker(self, clip: np.ndarray) -> Speak:
+        """Speak ``clip`` (float32 16 kHz) into the fake microphone, in real time."""
+        fake = self.fake
+        assert fake is not None
+        native = resample(clip, MODEL_SAMPLE_RATE_HZ, FAKE_RATE_HZ)
+
+        def speak() -> None:
+            fake.microphone.play(native)
+            if not fake.microphone.wait_played(native.size / FAKE_RATE_HZ + SPOKEN_MARGIN_S):
+                raise BenchError("The microphone clock did not deliver the question in time.")
+
+        return speak
 
     def _load(self, command: LoadModel, progress: ProgressFn) -> LoadedModel:
         loaded = load_omni(command, progress)
@@ -283,9 +317,11 @@ class EngineBench:
         self.options = replace(self.options, chunking=chunking)
         self.engine.send(SetOptions(self.options))
 
-    def turn(self, clip: np.ndarray, play_out: bool) -> RawTurn:
-        """One spoken turn; ``clip`` float32 at the device rate. ``play_out=False`` stops the answer
-        (Cancel) once it is generated and its first sample played, instead of listening to all of it."""
+    def turn(self, speak: Speak, play_out: bool, settle_s: float = 0.0) -> RawTurn:
+        """One spoken turn: ``speak`` says the question while the key is held; the key is released
+        ``settle_s`` after it was delivered, at a random phase of the microphone's block cycle.
+        ``play_out=False`` stops the answer (Cancel) once it is generated and its first sample
+        played, instead of listening to all of it."""
         assert self.model is not None and self.vocoder is not None
         log, engine = self.log, self.engine
         mark = log.mark()
@@ -294,19 +330,19 @@ class EngineBench:
         mark = log.mark()
         engine.send(StartTurn())
         log.wait_for(StateChanged, _state_is(EngineState.LISTENING), STEP_TIMEOUT_S, since=mark)
-        self.sound.microphone.play(clip)
-        if not self.sound.microphone.wait_played(clip.size / DEVICE_RATE_HZ + SPOKEN_MARGIN_S):
-            raise BenchError("The microphone clock did not deliver the question in time.")
+        speak()
         # A person lets go of the key at any point of the microphone's block cycle, not just after a block.
-        time.sleep(self._rng.uniform(0.0, RecorderOptions().block_s))
+        time.sleep(settle_s + self._rng.uniform(0.0, RecorderOptions().block_s))
         released = time.perf_counter()
         engine.send(StopTurn())
         if play_out:
             finished = log.wait_for(TurnFinished, since=mark, timeout_s=TURN_TIMEOUT_S)
             first_sample = self.player.first_sample_at if self.player is not None else None
+            latency_s = self.player.first_sample_latency_s if self.player is not None else 0.0
         else:
             log.wait_for(StateChanged, _state_is(EngineState.SPEAKING), TURN_TIMEOUT_S, since=mark)
             first_sample = self._wait_first_sample()
+            latency_s = self.player.first_sample_latency_s if self.player is not None else 0.0
             engine.send(Cancel())
             finished = log.wait_for(TurnFinished, since=mark, timeout_s=TURN_TIMEOUT_S)
         assert isinstance(finished, TurnFinished)
@@ -321,7 +357,17 @@ class EngineBench:
             stages=dict(self.model.stages),
             vocoder_calls=tuple(self.vocoder.calls_since(released)),
             chunking=self.options.chunking,
+            first_sample_latency_s=latency_s,
+            turn_id=finished.turn_id,
         )
+
+    def settle(self, timeout_s: float = TURN_TIMEOUT_S) -> None:
+        """After a failed run: wait until the engine is back to ready for the next one."""
+        deadline = time.perf_counter() + timeout_s
+        while self.engine.state is not EngineState.READY:
+            if time.perf_counter() > deadline:
+                raise BenchError(f"The engine did not become ready again within {timeout_s:.0f} s.")
+            time.sleep(POLL_S)
 
     def _wait_first_sample(self) -> float | None:
         deadline = time.perf_counter() + TURN_TIMEOUT_S
@@ -335,7 +381,8 @@ class EngineBench:
 
     def close(self) -> None:
         self.engine.shutdown()
-        self.sound.close()
+        if self.fake is not None:
+            self.fake.close()
 
 
 # ------------------------------------------------------------------------------------- the runs
@@ -362,23 +409,24 @@ def run_latency(
     say: Callable[[str], None] = lambda message: None,
 ) -> LatencyResult:
     """``runs`` turns per chunking (question i % len(questions)), after one warm-up turn."""
-    clips = [resample(q.audio, MODEL_SAMPLE_RATE_HZ, DEVICE_RATE_HZ) for q in questions]
+    speakers = [bench.fake_speaker(q.audio) for q in questions]
     result = LatencyResult(load_s=bench.load_s, summary=bench.summary, play_out=play_out)
     if bench.vocoder is not None:
         result.vocoder = f"{bench.vocoder.backend} on {bench.vocoder.device}"
     bench.set_chunking(ChunkingOptions())
-    bench.turn(clips[0], play_out)  # warm-up: lazy initialisation, allocator growth
+    bench.turn(speakers[0], play_out)  # warm-up: lazy initialisation, allocator growth
     for chunking in chunkings():
         bench.set_chunking(chunking.options)
         turns = result.runs.setdefault(chunking.label, [])
         for i in range(runs):
-            turns.append(analyse(bench.turn(clips[i % len(clips)], play_out)))
+            turns.append(analyse(bench.turn(speakers[i % len(speakers)], play_out)))
             say(f"{chunking.label} run {i + 1}/{runs}: first audio {turns[-1].first_audio_ms:.0f} ms")
-    speaker = bench.sound.clock_stats("output")
+    assert bench.fake is not None
+    speaker = bench.fake.clock_stats("output")
     result.speaker_callbacks = speaker.callbacks
     result.speaker_late_blocks = speaker.late_blocks
     result.speaker_max_late_ms = speaker.max_late_s * 1000.0
-    result.mic_late_blocks = bench.sound.clock_stats("input").late_blocks
+    result.mic_late_blocks = bench.fake.clock_stats("input").late_blocks
     return result
 
 

@@ -134,6 +134,14 @@ def device_description(device: str, torch_threads: int) -> str:
 # --------------------------------------------------------------------------------------- output
 
 
+def publish(section: str, path: Path, append: bool) -> None:
+    """Print a benchmark's section and, if ``append``, add it to the results file."""
+    print(section)
+    if append:
+        append_section(path, section)
+        print(f"appended to {path}")
+
+
 def append_section(path: Path, section: str) -> None:
     """Append ``section`` to the results file, creating it with its heading; earlier runs stay."""
     path = Path(path)

@@ -47,17 +47,18 @@ from engine.bench.memory import (
 from engine.bench.questions import make_questions
 from engine.bench.report import (
     Table,
-    append_section,
     device_description,
     fmt,
     git_revision,
     load_average,
     median,
+    publish,
     versions,
 )
 from engine.bench.settings import BenchSettings
 from engine.bench.sizes import BenchSet, check_size_device, full_dims, write_bench_set
 from engine.bench.vocoder import measure_speed, random_units, rtf_table, snr_table
+from engine.cpu_threads import ThreadPlan, apply_torch
 from engine.events import ChunkingOptions, EngineOptions, LoadModel
 from engine.paths import HOME_ENV
 from engine.vocoder.api import load_vocoder_runtime
@@ -80,7 +81,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _omnitalk_home(path: Path) -> Iterator[None]:
+def omnitalk_home(path: Path) -> Iterator[None]:
     """Point the engine's cache (the vocoder's ONNX export) at ``path`` instead of the user's folders."""
     before = os.environ.get(HOME_ENV)
     os.environ[HOME_ENV] = str(path)
@@ -96,28 +97,26 @@ def _omnitalk_home(path: Path) -> Iterator[None]:
 def run_bench(settings: BenchSettings) -> int:
     check_size_device(settings.size, settings.device)
     progress = _Progress()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    # The engine's thread plan (engine/cpu_threads.py), with --threads for torch's share.
+    plan = ThreadPlan(torch_threads=settings.threads) if settings.threads is not None else ThreadPlan()
+    apply_torch(plan)
     threads = torch.get_num_threads()
     if settings.workdir is not None:
         settings.workdir.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="omnitalk-bench-", dir=settings.workdir) as tmp,
-        _omnitalk_home(Path(tmp) / "home"),
+        omnitalk_home(Path(tmp) / "home"),
     ):
         work = Path(tmp)
         bench_set = write_bench_set(settings.size, work / "set", settings.seed, progress.say)
-        latency, decode, questions_note = _engine_sections(settings, bench_set, work, threads, progress)
+        latency, decode, questions_note = _engine_sections(settings, bench_set, work, plan, progress)
         progress.sample_load()
         vocoder_md = _vocoder_sections(settings, bench_set, progress)
         progress.sample_load()
         memory_md = _memory_section(settings, bench_set, threads, progress)
         progress.sample_load()
     section = _compose(settings, bench_set, latency, decode, questions_note, vocoder_md, memory_md, threads, progress)
-    print(section)
-    if settings.append:
-        append_section(settings.out, section)
-        print(f"appended to {settings.out}")
+    publish(section, settings.out, settings.append)
     return 0
 
 
@@ -125,13 +124,13 @@ def run_bench(settings: BenchSettings) -> int:
 
 
 def _engine_sections(
-    settings: BenchSettings, bench_set: BenchSet, work: Path, threads: int, progress: _Progress
+    settings: BenchSettings, bench_set: BenchSet, work: Path, plan: ThreadPlan, progress: _Progress
 ) -> tuple[LatencyResult, tuple[DecodeResult, str], str]:
     questions, questions_note = make_questions(work / "questions", settings.n_questions)
     use_vad_model = questions[0].source == "espeak-ng"
     options = EngineOptions(max_new_tokens=settings.max_new_tokens, earcons=False)
     detector = SpeechDetector(use_model=use_vad_model)
-    bench = EngineBench(options, detector, settings.seed)
+    bench = EngineBench(options, detector, settings.seed, threads=plan)
     paths = bench_set.paths
     try:
         progress.say("loading the model set into the engine")
@@ -158,7 +157,7 @@ def _engine_sections(
     progress.sample_load()
     progress.say(f"decode timing: {settings.decode_tokens} tokens, best of {settings.decode_repeats}")
     decode = run_decode(omni, settings.decode_tokens, settings.decode_repeats)
-    description = model_description(omni, threads)
+    description = model_description(omni, torch.get_num_threads())
     del omni, bench
     gc.collect()
     if settings.device == "cuda":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from engine.cpu_threads import onnx_session_options
 from engine.errors import DeviceUnavailable, ModelCorrupt, Reason
 from engine.gpu import error_summary, is_out_of_memory
 from engine.vocoder.config import VocoderConfig
@@ -57,7 +58,7 @@ def create_session(
     """Open ``path`` on ``device`` (GPU ``gpu_index``); returns (session, why CUDA is not used, or
     None when it is). See the module docstring for what happens when the GPU fails."""
     check_device(device)
-    options = onnxruntime.SessionOptions()
+    options = onnx_session_options(onnxruntime.SessionOptions())  # threads: engine/cpu_threads.py
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if device == "cpu":
         return _open(path, options, [CPU_PROVIDER]), "the CPU was requested"

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge
 from app.main_window import MainWindow
 from app.settings import AppSettings
@@ -23,6 +25,7 @@ from engine.events import (
     PlayAudio,
     Ready,
     SendText,
+    SlowDevice,
     StateChanged,
     TextDelta,
     TurnFinished,
@@ -123,6 +126,31 @@ def test_listening_status_and_meter(setup, qtbot: QtBot) -> None:  # type: ignor
     engine.emit(StateChanged(EngineState.THINKING))
     qtbot.waitUntil(lambda: window.status_label.text() == "Thinking…")
     assert not window.level_meter.isVisible()
+
+
+def test_a_slow_device_says_why_the_answer_waits(setup, qtbot: QtBot) -> None:  # type: ignore[no-untyped-def]
+    window, engine = setup
+    engine.emit(TurnStarted(1, "text", "Hi", 0.0), StateChanged(EngineState.THINKING), SlowDevice(1, 0.6, 4.4))
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Slow device"))
+    assert "0.6× real time" in window.status_label.text() and "about 4 s" in window.status_label.text()
+    engine.emit(StateChanged(EngineState.SPEAKING))
+    qtbot.waitUntil(lambda: window.status_label.text() == "Speaking… (slow device; Esc to stop)")
+    engine.emit(TurnStarted(2, "text", "Again", 0.0), StateChanged(EngineState.SPEAKING))  # a fast answer
+    qtbot.waitUntil(lambda: window.status_label.text() == "Speaking… (Esc to stop)")
+
+
+def test_save_answers_keeps_each_spoken_answer(qtbot: QtBot, tmp_path: Path) -> None:
+    """``--save-answers DIR``: the engine's audio for each finished turn becomes a WAV file."""
+    engines: list[FakeEngine] = []
+    bridge = EngineBridge(lambda on_event: engines.append(FakeEngine(on_event)) or engines[-1])
+    AnswerArchive(bridge, tmp_path / "answers")
+    first, second = np.full(800, 0.25, np.float32), np.linspace(-0.5, 0.5, 1600, dtype=np.float32)
+    engines[0].emit(AudioChunk(3, first), AudioChunk(3, second))
+    engines[0].emit(TurnFinished(3, "Hi.", False, TurnMetrics()))
+    path = tmp_path / "answers" / "turn-3-answer.wav"
+    qtbot.waitUntil(path.exists)
+    saved, rate = sf.read(str(path), dtype="float32")
+    assert rate == 16_000 and np.array_equal(saved, np.concatenate([first, second]))
 
 
 def test_streamed_answer_replay_and_copy(setup, qtbot: QtBot) -> None:  # type: ignore[no-untyped-def]

@@ -1,21 +1,17 @@
-"""Helpers to drive the engine thread in tests: a scripted model, event recording, a fake speaker clock."""
+"""Helpers to drive the engine thread in tests: a scripted model and a loader with a real tiny vocoder."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from engine.events import LoadModel
 from engine.model.events import Stage, StageDone, TokenStep, TurnEvent
 from engine.pipeline import LoadedModel, TurnRequest
 from engine.vocoder.api import load_vocoder_runtime
 from engine.vocoder.checkpoint import write_tiny_vocoder
-from tests.engine.audio_fixtures import FakeBackend
 
 ANSWER = [
     ("The", (5, 7, 9)),
@@ -82,41 +78,3 @@ def tiny_vocoder_loader(folder: Path, model: ScriptedModel) -> Callable[[LoadMod
         return LoadedModel(model=model, vocoder=runtime)
 
     return load
-
-
-class SpeakerClock:
-    """Pulls output blocks from the fake backend's newest output stream in real time, keeping them."""
-
-    def __init__(self, backend: FakeBackend, realtime: bool = True) -> None:
-        self.backend = backend
-        self.realtime = realtime
-        self.chunks: list[np.ndarray] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SpeakerClock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            outputs = [s for s in self.backend.streams if s.direction == "output" and s.active]
-            if not outputs:
-                time.sleep(0.005)
-                continue
-            stream = outputs[-1]
-            block = stream.pull(1)
-            self.chunks.append(block.mean(axis=1))
-            if self.realtime:
-                time.sleep(stream.block_frames / stream.rate_hz)
-
-    def audio(self) -> np.ndarray:
-        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
-
-    def nonsilent_s(self, rate_hz: int = 48_000, threshold: float = 1e-4) -> float:
-        audio = self.audio()
-        return float(np.count_nonzero(np.abs(audio) > threshold)) / rate_hz

@@ -10,16 +10,17 @@ import pytest
 import soxr
 
 from engine.audio.capture import LEVEL_FLOOR_DBFS, MAX_RECORDING_S, MIN_PRESS_S, Recorder, RecorderOptions
+from engine.audio.fake_device import FakeSoundDevice, StreamStatus, fake_device
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ, to_mono
 from engine.errors import AudioDeviceError
-from tests.engine.audio_fixtures import FakeBackend, FakeFlags, dominant_frequency_hz, make_device, sine
+from tests.engine.audio_fixtures import dominant_frequency_hz, sine
 from tests.waiting import wait_until
 
 RATE_48K = 48_000
 
 
-def stereo_48k_backend() -> FakeBackend:
-    return FakeBackend(devices=[make_device(0, "Fake Mic", inputs=2, rate_hz=RATE_48K, default_input=True)])
+def stereo_48k_backend() -> FakeSoundDevice:
+    return FakeSoundDevice(devices=[fake_device(0, "Fake Mic", inputs=2, rate_hz=RATE_48K, default_input=True)])
 
 
 def test_constants_match_the_encoder_window_and_tap_rejection() -> None:
@@ -121,7 +122,7 @@ def test_overflows_are_counted() -> None:
     rec = Recorder(backend=backend, options=RecorderOptions(ring_s=0.05, read_interval_s=10.0))
     rec.start()
     backend.last.push(np.zeros((RATE_48K // 5, 2), dtype=np.float32))  # 0.2 s into a 0.05 s ring, no reader
-    backend.last.push(np.zeros((960, 2), dtype=np.float32), flags=FakeFlags(input_overflow=True))
+    backend.last.push(np.zeros((960, 2), dtype=np.float32), flags=StreamStatus(input_overflow=True))
     assert rec.overflows >= 2
     rec.stop()
 
@@ -133,7 +134,7 @@ def test_callback_allocates_nothing_big() -> None:
     stream = backend.last
     block = np.ascontiguousarray(sine(440.0, 0.02, RATE_48K, 0.5, channels=2))
     stream.push(block)
-    flags, info = FakeFlags(), None
+    flags, info = StreamStatus(), None
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
@@ -147,12 +148,12 @@ def test_callback_allocates_nothing_big() -> None:
 
 
 def test_no_microphone_is_a_clear_error_and_the_recorder_recovers() -> None:
-    backend = FakeBackend(devices=[make_device(0, "Speakers", inputs=0, default_output=True)])
+    backend = FakeSoundDevice(devices=[fake_device(0, "Speakers", inputs=0, default_output=True)])
     rec = Recorder(backend=backend)
     with pytest.raises(AudioDeviceError, match="No microphone found") as info:
         rec.start()
     assert "Connect a microphone" in str(info.value)
-    backend.devices.append(make_device(1, "USB Mic", outputs=0, default_input=True))
+    backend.devices.append(fake_device(1, "USB Mic", outputs=0, default_input=True))
     rec.start()
     backend.last.push(np.zeros((4800, 2), dtype=np.float32))
     assert rec.stop().shape[0] == pytest.approx(1600, abs=2)

@@ -6,15 +6,15 @@ import pytest
 
 from engine.audio.backend import AudioDevice, Direction, audio_device_error
 from engine.audio.devices import DeviceSpec, find_device, refresh_devices, resolve_device
+from engine.audio.fake_device import FakeSoundDevice, fake_device
 from engine.errors import AudioDeviceError
-from tests.engine.audio_fixtures import FakeBackend, make_device
 from tests.pulse import require_portaudio
 
 DEVICES = [
-    make_device(0, "Built-in Mic", host_api="MME", outputs=0, default_input=True),
-    make_device(1, "Speakers", host_api="MME", inputs=0, default_output=True),
-    make_device(2, "USB Headset", host_api="Windows WASAPI", rate_hz=44_100),
-    make_device(3, "USB Headset", host_api="MME", rate_hz=44_100),
+    fake_device(0, "Built-in Mic", host_api="MME", outputs=0, default_input=True),
+    fake_device(1, "Speakers", host_api="MME", inputs=0, default_output=True),
+    fake_device(2, "USB Headset", host_api="Windows WASAPI", rate_hz=44_100),
+    fake_device(3, "USB Headset", host_api="MME", rate_hz=44_100),
 ]
 
 
@@ -33,7 +33,7 @@ def test_key_is_stable_when_indexes_change() -> None:
     chosen = find_device("Windows WASAPI: USB Headset", "input", DEVICES)
     assert chosen is not None and chosen.index == 2
     key = chosen.key
-    reordered = [make_device(7, "USB Headset", host_api="Windows WASAPI", rate_hz=44_100), *DEVICES[:2]]
+    reordered = [fake_device(7, "USB Headset", host_api="Windows WASAPI", rate_hz=44_100), *DEVICES[:2]]
     again = find_device(key, "input", reordered)
     assert again is not None and again.index == 7 and again.key == key
     stale = find_device(chosen, "input", reordered)  # an AudioDevice with an outdated index
@@ -49,18 +49,18 @@ def test_plain_name_prefers_the_default_host_api_then_ignores_case() -> None:
 
 def test_resolve_explains_missing_devices() -> None:
     with pytest.raises(AudioDeviceError, match="No microphone found") as no_mic:
-        resolve_device(None, "input", backend=FakeBackend(devices=[]))
+        resolve_device(None, "input", backend=FakeSoundDevice(devices=[]))
     assert no_mic.value.fix and "microphone" in no_mic.value.fix
     with pytest.raises(AudioDeviceError, match="No speaker found"):
-        resolve_device(None, "output", backend=FakeBackend(devices=[DEVICES[0]]))
+        resolve_device(None, "output", backend=FakeSoundDevice(devices=[DEVICES[0]]))
     with pytest.raises(AudioDeviceError, match="'Gone Mic' is not connected.*MME: Built-in Mic"):
-        resolve_device("Gone Mic", "input", backend=FakeBackend(devices=DEVICES))
-    fallback = resolve_device("Gone Mic", "input", backend=FakeBackend(devices=DEVICES), fallback_to_default=True)
+        resolve_device("Gone Mic", "input", backend=FakeSoundDevice(devices=DEVICES))
+    fallback = resolve_device("Gone Mic", "input", backend=FakeSoundDevice(devices=DEVICES), fallback_to_default=True)
     assert fallback.name == "Built-in Mic"
 
 
 def test_refresh_goes_through_the_backend() -> None:
-    backend = FakeBackend(devices=DEVICES)
+    backend = FakeSoundDevice(devices=DEVICES)
     assert refresh_devices(backend) == DEVICES
     assert backend.refreshes == 1
 

@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 import soxr
 
+from engine.audio.fake_device import FakeSoundDevice, StreamStatus, TimeInfo, fake_device
 from engine.audio.playback import Player, PlayerOptions
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
 from engine.errors import AudioDeviceError
-from tests.engine.audio_fixtures import (
-    FakeBackend,
-    FakeFlags,
-    FakeTime,
-    dominant_frequency_hz,
-    make_device,
-    max_step,
-    sine,
-)
+from tests.engine.audio_fixtures import dominant_frequency_hz, max_step, sine
 from tests.waiting import wait_until
 
 RATE_48K = 48_000
@@ -31,8 +24,9 @@ LEAD = round((PlayerOptions().lead_silence_s + PlayerOptions().latency_s) * RATE
 CLICK = 0.05  # a 440 Hz sine at 0.5 moves at most 0.029 per sample at 48 kHz; a click jumps ~0.5
 
 
-def make_player(**options: Any) -> tuple[Player, FakeBackend]:
-    backend = FakeBackend(devices=[make_device(0, "Fake Speaker", outputs=2, rate_hz=RATE_48K, default_output=True)])
+def make_player(**options: Any) -> tuple[Player, FakeSoundDevice]:
+    speaker = fake_device(0, "Fake Speaker", outputs=2, rate_hz=RATE_48K, default_output=True)
+    backend = FakeSoundDevice(devices=[speaker])
     player = Player(backend=backend, options=PlayerOptions(**options))
     player.start()
     return player, backend
@@ -120,7 +114,7 @@ def test_underruns_are_counted_once_per_dry_spell_and_not_at_the_end() -> None:
     player.finish()
     stream.pull(20)
     assert player.underruns == 2  # a finished utterance is not an underrun
-    stream.pull(1, flags=FakeFlags(output_underflow=True))
+    stream.pull(1, flags=StreamStatus(output_underflow=True))
     assert player.device_underflows == 1
 
 
@@ -195,7 +189,7 @@ def test_stalled_device_is_detected() -> None:
 
 
 def test_no_speaker_is_a_clear_error() -> None:
-    backend = FakeBackend(devices=[make_device(0, "Mic only", outputs=0, default_input=True)])
+    backend = FakeSoundDevice(devices=[fake_device(0, "Mic only", outputs=0, default_input=True)])
     with pytest.raises(AudioDeviceError, match="No speaker found") as info:
         Player(backend=backend).start()
     assert "speakers or headphones" in str(info.value)
@@ -212,7 +206,7 @@ def test_callback_allocates_nothing_big() -> None:
     stream = backend.last
     player.write(sine(440.0, 2.0, MODEL_SAMPLE_RATE_HZ, 0.5))
     out = np.zeros((BLOCK, 2), dtype=np.float32)
-    flags, info = FakeFlags(), FakeTime()
+    flags, info = StreamStatus(), TimeInfo()
     stream.callback(out, BLOCK, info, flags)
     tracemalloc.start()
     try:

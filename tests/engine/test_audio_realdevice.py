@@ -15,8 +15,9 @@ from engine.audio.devices import list_devices, refresh_devices, resolve_device
 from engine.audio.io import load_audio
 from engine.audio.playback import Player
 from engine.audio.resample import MODEL_SAMPLE_RATE_HZ
+from engine.bench.pulse import best_correlation
 from engine.errors import AudioDeviceError
-from tests.engine.audio_fixtures import QUESTION_TEXT, best_correlation, espeak_wav, read_wav
+from tests.engine.audio_fixtures import QUESTION_TEXT, espeak_wav, read_wav
 from tests.pulse import PulseServer, pulse_server
 from tests.waiting import wait_until
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engine.audio.capture import Recorder, RecorderOptions
+from engine.audio.fake_device import FakeSoundDevice, FakeStream, fake_device
 from engine.audio.playback import Player
 from engine.audio.resample import resample
 from engine.audio.vad import SpeechDetector
@@ -49,11 +50,14 @@ from engine.events import (
     TurnIgnored,
     TurnStarted,
 )
-from tests.engine.audio_fixtures import FakeBackend, espeak_wav, make_device, read_wav
-from tests.engine.engine_fixtures import ANSWER, ScriptedModel, SpeakerClock, tiny_vocoder_loader
+from engine.vocoder.api import load_vocoder_runtime
+from engine.vocoder.checkpoint import write_tiny_vocoder
+from tests.engine.audio_fixtures import espeak_wav, read_wav
+from tests.engine.engine_fixtures import ANSWER, ScriptedModel, tiny_vocoder_loader
 from tests.waiting import wait_until
 
 DEVICE_RATE_HZ = 48_000
+SMALL_CHUNKS = ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)
 
 
 class Harness:
@@ -63,8 +67,11 @@ class Harness:
         model: ScriptedModel,
         recorder_options: RecorderOptions | None = None,
         no_devices: bool = False,
+        chunking: ChunkingOptions = SMALL_CHUNKS,
     ) -> None:
-        self.backend = FakeBackend(devices=[]) if no_devices else FakeBackend()
+        # The speaker plays in real time and keeps what it played; the test feeds the microphone.
+        self.backend = FakeSoundDevice([] if no_devices else None, clocked="output", record=True)
+        self.speaker = self.backend.speaker
         self.model = model
         self.log = EventLog()
         self.engine = Engine(
@@ -75,7 +82,7 @@ class Harness:
             ),
             player_factory=lambda device: Player(device, backend=self.backend),
             speech_detector=SpeechDetector(use_model=False),
-            options=EngineOptions(chunking=ChunkingOptions(first_chunk_units=3, chunk_units=6, lookahead_units=2)),
+            options=EngineOptions(chunking=chunking),
             sound_backend=self.backend,
         )
         self.engine.start()
@@ -90,12 +97,14 @@ class Harness:
         self.engine.send(StartTurn())
         self.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING, since=mark)
 
-    def input_stream(self):  # type: ignore[no-untyped-def]
-        def live() -> list:  # type: ignore[type-arg]
-            return [s for s in self.backend.streams if s.direction == "input" and s.active]
+    def input_stream(self, count: int = 1) -> FakeStream:
+        """The newest live microphone stream, once ``count`` of them run."""
+        wait_until(lambda: len(self.backend.live("input")) >= count, 10.0, "the engine to open the microphone")
+        return self.backend.live("input")[-1]
 
-        wait_until(live, 10, "the engine to open the microphone")
-        return live()[-1]
+    def close(self) -> None:
+        self.engine.shutdown()
+        self.backend.close()
 
     def engine_barrier(self) -> None:
         """Wait until the engine thread has handled every command sent so far (they run in order)."""
@@ -130,7 +139,7 @@ def question(tmp_path: Path) -> np.ndarray:
 def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path, ScriptedModel())
     yield h
-    h.engine.shutdown()
+    h.close()
 
 
 def test_load_reports_progress_and_ready(harness: Harness) -> None:
@@ -143,9 +152,9 @@ def test_load_reports_progress_and_ready(harness: Harness) -> None:
 
 def test_typed_turn_streams_text_and_speaks(harness: Harness) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(SendText("  What is the capital of France?  "))
-        done = harness.log.wait_for(TurnFinished)
+    speaker = harness.speaker
+    harness.engine.send(SendText("  What is the capital of France?  "))
+    done = harness.log.wait_for(TurnFinished)
     assert harness.model.requests[0].text == "What is the capital of France?"
     started = harness.log.of(TurnStarted)[0]
     assert started.source == "text" and started.turn_id == done.turn_id
@@ -168,13 +177,12 @@ def test_typed_turn_streams_text_and_speaks(harness: Harness) -> None:
 
 def test_speech_turn_records_resamples_and_answers(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend):
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        harness.speak(question)
-        harness.log.wait_for(Listening)
-        harness.engine.send(StopTurn())
-        done = harness.log.wait_for(TurnFinished)
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question)
+    harness.log.wait_for(Listening)
+    harness.engine.send(StopTurn())
+    done = harness.log.wait_for(TurnFinished)
     request = harness.model.requests[0]
     assert request.text is None and request.audio is not None
     assert request.audio.size == pytest.approx(question.size, rel=0.02)
@@ -205,29 +213,28 @@ def test_barge_in_stops_speech_and_generation_and_keeps_what_was_heard(tmp_path:
     h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=0.03))
     try:
         h.load()
-        with SpeakerClock(h.backend) as speaker:
-            h.engine.send(SendText("Tell me a long story"))
-            h.log.wait_for(AudioChunk)
-            wait_until(lambda: speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.1, 10, "the answer to be heard")
-            pressed = time.perf_counter()
-            h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
-            done = h.log.wait_for(TurnFinished)
-            h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-            assert done.interrupted
-            # Generation stopped at the next token: at most one more token after the press.
-            assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
-            assert done.metrics.n_tokens < len(steps)
-            # The conversation keeps only what the user heard (less than what was generated).
-            (kept,) = h.model.kept_prefix
-            assert 0 <= kept < done.metrics.n_tokens
-            # Nothing more of the interrupted answer is vocoded once the turn has ended: the
-            # speaker's worker has handled all its queued units by the time a later replay is heard.
-            chunks_at_end = len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id])
-            h.engine.send(Cancel())  # stop listening
-            h.speaker_barrier(np.zeros(160, np.float32))
-            assert len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id]) == chunks_at_end
+        h.engine.send(SendText("Tell me a long story"))
+        h.log.wait_for(AudioChunk)
+        wait_until(lambda: h.speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.1, 10, "the answer to be heard")
+        pressed = time.perf_counter()
+        h.engine.send(StartTurn())  # barge-in: the talk key pressed while it speaks
+        done = h.log.wait_for(TurnFinished)
+        h.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+        assert done.interrupted
+        # Generation stopped at the next token: at most one more token after the press.
+        assert sum(1 for t in h.model.yield_times if t > pressed) <= 1
+        assert done.metrics.n_tokens < len(steps)
+        # The conversation keeps only what the user heard (less than what was generated).
+        (kept,) = h.model.kept_prefix
+        assert 0 <= kept < done.metrics.n_tokens
+        # Nothing more of the interrupted answer is vocoded once the turn has ended: the speaker's
+        # worker has handled all its queued units by the time a later replay is heard.
+        chunks_at_end = len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id])
+        h.engine.send(Cancel())  # stop listening
+        h.speaker_barrier(np.zeros(160, np.float32))
+        assert len([c for c in h.log.of(AudioChunk) if c.turn_id == done.turn_id]) == chunks_at_end
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_cancel_while_listening_discards_the_take(harness: Harness, question: np.ndarray) -> None:
@@ -261,7 +268,7 @@ def test_missing_microphone_is_reported_and_typing_still_works(tmp_path: Path) -
     assert done.text == "The capital is Paris."
     # Without a speaker the answer still arrives as text, with a clear event about the speaker.
     assert any(f.kind == "audio_device" and f.turn_id == done.turn_id for f in harness.log.of(Failed))
-    harness.engine.shutdown()
+    harness.close()
 
 
 def test_microphone_unplugged_mid_turn(harness: Harness, question: np.ndarray) -> None:
@@ -297,7 +304,7 @@ def test_recording_stops_at_the_limit_and_the_turn_goes_on(tmp_path: Path, quest
         h.log.wait_for(TurnFinished)
         assert h.model.requests[0].audio.size == 16_000  # type: ignore[union-attr]
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_failed_load_is_reported_and_engine_stays_up(tmp_path: Path) -> None:
@@ -342,70 +349,65 @@ def test_empty_typed_turn_is_refused(harness: Harness) -> None:
 
 def test_earcons_and_replay_reach_the_speaker(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        wait_until(lambda: speaker.nonsilent_s(DEVICE_RATE_HZ) >= 0.05, 5, 'the "listening" earcon')
-        harness.engine.send(Cancel())
-        clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
-        before = speaker.nonsilent_s(DEVICE_RATE_HZ)
-        mark = harness.log.mark()
-        harness.engine.send(PlayAudio(clip))
-        harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
-        harness.log.wait_for(
-            StateChanged, lambda e: e.state is EngineState.READY and not e.detail, timeout_s=10, since=mark
-        )
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) - before == pytest.approx(1.0, abs=0.05)
+    speaker = harness.speaker
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    wait_until(lambda: speaker.nonsilent_s(DEVICE_RATE_HZ) >= 0.05, 5, 'the "listening" earcon')
+    harness.engine.send(Cancel())
+    clip = (0.2 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
+    before = speaker.nonsilent_s(DEVICE_RATE_HZ)
+    mark = harness.log.mark()
+    harness.engine.send(PlayAudio(clip))
+    harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+    harness.log.wait_for(
+        StateChanged, lambda e: e.state is EngineState.READY and not e.detail, timeout_s=10, since=mark
+    )
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) - before == pytest.approx(1.0, abs=0.05)
 
 
 def test_earcons_can_be_switched_off(harness: Harness) -> None:
     harness.load()
     harness.engine.send(SetOptions(replace(harness.engine.options, earcons=False)))
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(StartTurn())
-        harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
-        harness.engine.send(Cancel())
-        tone = (0.2 * np.sin(np.arange(1600) * 2 * np.pi * 440 / 16_000)).astype(np.float32)  # 0.1 s
-        harness.speaker_barrier(tone)
-        # Only the barrier's tone was heard: no earcon was queued before it.
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) == pytest.approx(0.1, abs=0.01)
+    speaker = harness.speaker
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.engine.send(Cancel())
+    tone = (0.2 * np.sin(np.arange(1600) * 2 * np.pi * 440 / 16_000)).astype(np.float32)  # 0.1 s
+    harness.speaker_barrier(tone)
+    # Only the barrier's tone was heard: no earcon was queued before it.
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) == pytest.approx(0.1, abs=0.01)
 
 
 def test_speaker_and_microphone_tests_report_in_words(harness: Harness, question: np.ndarray) -> None:
     harness.load()
-    with SpeakerClock(harness.backend) as speaker:
-        harness.engine.send(CheckDevice("output", None))
-        result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "output")
-        assert result.ok and "chime" in result.message
-        assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
+    speaker = harness.speaker
+    harness.engine.send(CheckDevice("output", None))
+    result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "output")
+    assert result.ok and "chime" in result.message
+    assert speaker.nonsilent_s(DEVICE_RATE_HZ) > 0.15
 
-        harness.engine.send(CheckDevice("input", None))
-        wait_until(
-            lambda: len([s for s in harness.backend.streams if s.direction == "input" and s.active]) >= 2,
-            10,
-            "the microphone test to open the device",
-        )
-        stream = [s for s in harness.backend.streams if s.direction == "input" and s.active][-1]
-        native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
-        block = stream.rate_hz // 50
-        stop = threading.Event()
+    harness.engine.send(CheckDevice("input", None))
+    stream = harness.input_stream(count=2)  # the microphone test's own stream
+    native = np.repeat(resample(question, 16_000, stream.rate_hz)[:, None], stream.channels, axis=1)
+    block = stream.rate_hz // 50
+    stop = threading.Event()
 
-        def talk() -> None:  # a microphone delivers 20 ms blocks in real time
-            i = 0
-            while not stop.is_set() and stream.active:
-                start = (i * block) % (native.shape[0] - block)
-                stream.push(native[start : start + block])
-                i += 1
-                time.sleep(0.02)
+    def talk() -> None:  # a microphone delivers 20 ms blocks in real time
+        i = 0
+        while not stop.is_set() and stream.active:
+            start = (i * block) % (native.shape[0] - block)
+            stream.push(native[start : start + block])
+            i += 1
+            time.sleep(0.02)
 
-        feeder = threading.Thread(target=talk, daemon=True)
-        feeder.start()
-        try:
-            result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "input", timeout_s=15)
-        finally:
-            stop.set()
-            feeder.join(5)
-        assert result.ok and "Heard you" in result.message
+    feeder = threading.Thread(target=talk, daemon=True)
+    feeder.start()
+    try:
+        result = harness.log.wait_for(DeviceChecked, lambda e: e.kind == "input", timeout_s=15)
+    finally:
+        stop.set()
+        feeder.join(5)
+    assert result.ok and "Heard you" in result.message
 
 
 def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
@@ -415,7 +417,7 @@ def test_missing_speaker_test_says_what_is_wrong(tmp_path: Path) -> None:
         result = h.log.wait_for(DeviceChecked)
         assert not result.ok and result.message
     finally:
-        h.engine.shutdown()
+        h.close()
 
 
 def test_devices_are_listed_and_rescanned_by_the_engine_with_its_streams_open(harness: Harness) -> None:
@@ -428,7 +430,7 @@ def test_devices_are_listed_and_rescanned_by_the_engine_with_its_streams_open(ha
     assert listed.devices == tuple(harness.backend.devices) and listed.error is None and not listed.rescanned
     assert harness.backend.refreshes == 0
 
-    headset = make_device(1, "USB Headset")
+    headset = fake_device(1, "USB Headset")
     harness.backend.devices.append(headset)  # plugged in while the streams are open
     mark = harness.log.mark()
     harness.engine.send(ListDevices(rescan=True))
@@ -449,6 +451,44 @@ def test_a_failed_rescan_is_reported_with_its_kind(harness: Harness) -> None:
     listed = harness.log.wait_for(DevicesListed)
     assert listed.devices == () and listed.error is not None
     assert listed.error.kind == "audio_device" and "could not be restarted" in listed.error.message
+
+
+def test_speech_made_a_little_faster_than_real_time_plays_without_gaps(tmp_path: Path) -> None:
+    """The engine's default chunking (10 units, then 40) with units arriving at 2.5x real time: a
+    40-unit chunk takes longer to arrive than 10 units take to play, so the speaker ran dry after
+    the first chunk (issue #18). Pacing vocodes what is pending in time instead."""
+    runtime = load_vocoder_runtime(write_tiny_vocoder(tmp_path / "voc"), device="cpu", backend="torch")
+    unit_s = runtime.synthesize(list(range(5, 45))).size / 40 / 16_000
+    runtime.close()
+    steps = [(f" w{i}", (5 + i % 40,)) for i in range(90)]
+    h = Harness(tmp_path, ScriptedModel(steps=steps, step_s=unit_s / 2.5), chunking=ChunkingOptions())
+    try:
+        h.load()
+        h.engine.send(SendText("Tell me something"))
+        done = h.log.wait_for(TurnFinished, timeout_s=60)
+        m = done.metrics
+        assert m.n_units == 90 and m.audio_s > 2.0
+        assert m.gaps == 0 and m.gap_s == 0.0 and m.underruns == 0
+        chunks = [c.pcm.size for c in h.log.of(AudioChunk)]
+        assert len(chunks) > 3  # not 10 + 40 + 40: smaller chunks while the queue was short
+    finally:
+        h.close()
+
+
+def test_a_typed_question_cuts_a_replay_and_the_engine_does_not_wait_for_it(harness: Harness) -> None:
+    harness.load()
+    replay_level = 0.2
+    mark = harness.log.mark()
+    harness.engine.send(PlayAudio(np.full(5 * 16_000, replay_level, np.float32)))  # a 5 s replay
+    harness.log.wait_for(StateChanged, lambda e: e.detail == "replay", since=mark)
+    wait_until(lambda: harness.speaker.loud_frames() > DEVICE_RATE_HZ // 10, 10.0, "the replay to be heard")
+    harness.engine.send(SendText("hi"))  # no Cancel first, as a script might do
+    done = harness.log.wait_for(TurnFinished, since=mark, timeout_s=20)
+    assert done.text == "The capital is Paris."
+    played = harness.speaker.audio()
+    replay_s = np.count_nonzero(np.isclose(played, replay_level, atol=0.005)) / DEVICE_RATE_HZ
+    assert replay_s < 2.0  # cut when the turn began, not played to its end
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.READY, since=harness.log.mark() - 1)
 
 
 def test_set_adapter_switches_in_place_and_resets_the_conversation(harness: Harness, tmp_path: Path) -> None:

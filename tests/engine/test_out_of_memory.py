@@ -210,7 +210,9 @@ def _fake_onnxruntime(monkeypatch: pytest.MonkeyPatch, *, cuda_error: str | None
             return self._providers
 
     fake = types.SimpleNamespace(
-        SessionOptions=lambda: types.SimpleNamespace(graph_optimization_level=None),
+        SessionOptions=lambda: types.SimpleNamespace(
+            graph_optimization_level=None, add_session_config_entry=lambda key, value: None
+        ),
         GraphOptimizationLevel=types.SimpleNamespace(ORT_ENABLE_ALL=99),
         InferenceSession=Session,
         get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from engine.bench.event_log import EventLog
+from engine.bench.pulse import best_correlation
 from engine.engine import Engine
 from engine.events import (
     AudioChunk,
@@ -34,7 +35,7 @@ from engine.events import (
     TurnStarted,
 )
 from engine.tiny import TinyPaths
-from tests.engine.audio_fixtures import QUESTION_TEXT, best_correlation, espeak_wav, read_wav
+from tests.engine.audio_fixtures import QUESTION_TEXT, espeak_wav, read_wav
 from tests.pulse import PulseServer, pulse_server, require_tools
 
 __all__ = ["pulse_server"]
