@@ -31,11 +31,13 @@ from engine.events import (
     Listening,
     LoadModel,
     LoadProgress,
+    MicrophoneMuted,
     NewConversation,
     PlayAudio,
     Ready,
     RecordingLimitReached,
     SendText,
+    SetMicrophoneMuted,
     SetOptions,
     SlowDevice,
     StartTurn,
@@ -84,6 +86,7 @@ class EngineBridge(QObject):
     conversationReset = Signal()
     deviceTested = Signal(object)  # DeviceChecked
     devicesListed = Signal(object)  # DevicesListed
+    microphoneMuted = Signal(bool)  # MicrophoneMuted
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -136,6 +139,9 @@ class EngineBridge(QObject):
     def list_devices(self, rescan: bool) -> None:
         self.send(ListDevices(rescan))
 
+    def set_microphone_muted(self, muted: bool) -> None:
+        self.send(SetMicrophoneMuted(muted))
+
     def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
@@ -173,6 +179,8 @@ class EngineBridge(QObject):
             self.deviceTested.emit(event)
         elif isinstance(event, DevicesListed):
             self.devicesListed.emit(event)
+        elif isinstance(event, MicrophoneMuted):
+            self.microphoneMuted.emit(event.muted)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:

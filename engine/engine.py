@@ -56,12 +56,14 @@ from engine.events import (
     Listening,
     LoadModel,
     LoadProgress,
+    MicrophoneMuted,
     NewConversation,
     PlayAudio,
     Ready,
     RecordingLimitReached,
     SendText,
     SetAdapter,
+    SetMicrophoneMuted,
     SetOptions,
     Shutdown,
     StartTurn,
@@ -128,6 +130,7 @@ class Engine:
         self._recording_since: float | None = None
         self._replay: Clip | None = None  # a replay playing (the engine does not wait for it)
         self._turn_id = 0
+        self._muted = False  # SetMicrophoneMuted: nothing the microphone hears is recorded
 
     # ------------------------------------------------------------------ any thread
 
@@ -213,12 +216,13 @@ class Engine:
                 self._close_recorder()
                 self._fail(command.error)
         elif isinstance(command, Cancel):
-            if self._recording_since is not None:
-                self._recording_since = None
-                if self._recorder is not None:
-                    self._recorder.stop()  # the take is discarded; the stream stays open
-                self._set_state(self._idle_state(), "cancelled")
+            self._discard_take("cancelled")
             self._check_replay()
+        elif isinstance(command, SetMicrophoneMuted):
+            self._muted = command.muted
+            if command.muted:
+                self._discard_take("microphone muted")
+            self._emit(MicrophoneMuted(command.muted))
         elif isinstance(command, SendText):
             text = command.text.strip()
             if not text:
@@ -327,8 +331,20 @@ class Engine:
             self._recorder.close()
             self._recorder = None
 
+    def _discard_take(self, detail: str) -> None:
+        """Stop recording without answering (the take is dropped; the stream stays open)."""
+        if self._recording_since is None:
+            return
+        self._recording_since = None
+        if self._recorder is not None:
+            self._recorder.stop()
+        self._set_state(self._idle_state(), detail)
+
     def _start_listening(self) -> None:
         self._require_model()
+        if self._muted:
+            self._ignore("muted", "The microphone is muted: unmute it to talk.")
+            return
         recorder = self._ensure_recorder()
         try:
             recorder.start()

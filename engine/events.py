@@ -147,6 +147,14 @@ class SetAdapter:
 
 
 @dataclass(frozen=True, slots=True)
+class SetMicrophoneMuted:
+    """Mute or unmute the microphone (tray, overlay, hands-free): while muted nothing the
+    microphone hears is recorded; a talk-key press is ignored with a TurnIgnored("muted") hint."""
+
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -163,6 +171,7 @@ Command = (
     | CheckDevice
     | ListDevices
     | SetAdapter
+    | SetMicrophoneMuted
     | Shutdown
 )
 
@@ -327,6 +336,13 @@ class AdapterChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class MicrophoneMuted:
+    """The microphone's mute state changed (answer to SetMicrophoneMuted)."""
+
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running.
 
@@ -364,5 +380,6 @@ Event = (
     | DeviceChecked
     | DevicesListed
     | AdapterChanged
+    | MicrophoneMuted
     | Failed
 )

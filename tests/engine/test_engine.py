@@ -35,12 +35,14 @@ from engine.events import (
     Listening,
     LoadModel,
     LoadProgress,
+    MicrophoneMuted,
     NewConversation,
     PlayAudio,
     Ready,
     RecordingLimitReached,
     SendText,
     SetAdapter,
+    SetMicrophoneMuted,
     SetOptions,
     StartTurn,
     StateChanged,
@@ -247,6 +249,30 @@ def test_cancel_while_listening_discards_the_take(harness: Harness, question: np
     harness.engine.send(StopTurn())  # a late key release after Esc does nothing
     harness.engine_barrier()
     assert harness.model.requests == [] and harness.log.of(TurnStarted) == []
+
+
+def test_muting_drops_the_take_and_presses_until_unmuted(harness: Harness, question: np.ndarray) -> None:
+    harness.load()
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question)
+    harness.engine.send(SetMicrophoneMuted(True))  # mid-take: what was said is dropped
+    assert harness.log.wait_for(MicrophoneMuted).muted
+    harness.engine.send(StopTurn())
+    harness.engine.send(StartTurn())  # muted: the press is ignored with a hint, not recorded
+    ignored = harness.log.wait_for(TurnIgnored)
+    assert ignored.reason == "muted"
+    harness.engine.send(StopTurn())
+    harness.engine_barrier()
+    assert harness.model.requests == [] and harness.log.of(TurnStarted) == []
+    assert harness.engine.state is EngineState.READY
+    harness.engine.send(SetMicrophoneMuted(False))
+    harness.log.wait_for(MicrophoneMuted, lambda e: not e.muted)
+    harness.engine.send(StartTurn())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
+    harness.speak(question)
+    harness.engine.send(StopTurn())
+    assert harness.log.wait_for(TurnFinished).text == "The capital is Paris."
 
 
 def test_talking_without_a_model_says_what_to_do(harness: Harness) -> None:
