@@ -14,7 +14,7 @@ from installer.desktop_linux import DESKTOP_ID, WM_CLASS
 
 
 def _same_pixels(a: QImage, b: QImage) -> bool:
-    fmt = QImage.Format.Format_RGBA8888
+    fmt = QImage.Format.Format_ARGB32_Premultiplied  # how a QPixmap holds it: no rounding either way
     return a.size() == b.size() and a.convertToFormat(fmt) == b.convertToFormat(fmt)
 
 
