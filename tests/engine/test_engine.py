@@ -251,7 +251,17 @@ def test_cancel_while_listening_discards_the_take(harness: Harness, question: np
     assert harness.model.requests == [] and harness.log.of(TurnStarted) == []
 
 
-def test_muting_drops_the_take_and_presses_until_unmuted(harness: Harness, question: np.ndarray) -> None:
+def test_muting_drops_the_take_and_presses_until_unmuted(tmp_path: Path, question: np.ndarray) -> None:
+    # The test feeds the microphone only while speaking: on a busy machine the gap between the two
+    # takes must not count as an unplugged microphone.
+    harness = Harness(tmp_path, ScriptedModel(), RecorderOptions(stall_timeout_s=120.0))
+    try:
+        _mute_and_unmute(harness, question)
+    finally:
+        harness.close()
+
+
+def _mute_and_unmute(harness: Harness, question: np.ndarray) -> None:
     harness.load()
     harness.engine.send(StartTurn())
     harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.LISTENING)
