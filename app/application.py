@@ -25,6 +25,7 @@ from app.setup_wizard import SetupWizard
 from app.single_instance import InstanceServer, ask_running_instance, bring_to_front, server_name
 from app.tasks import wait_for_background
 from app.theme import apply_theme
+from engine.events import AdapterChanged, Failed
 from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
 from installer.desktop_linux import DESKTOP_ID
@@ -33,7 +34,14 @@ logger = logging.getLogger(__name__)
 
 BACKGROUND_DRAIN_MS = 20_000
 # Command-line option (argparse dest) -> the AppSettings field it overrides for this run.
-COMMAND_LINE_MODEL_FIELDS = {"model": "model_dir", "speech_encoder": "speech_encoder", "vocoder": "vocoder_dir"}
+COMMAND_LINE_MODEL_FIELDS = {
+    "model": "model_dir",
+    "speech_encoder": "speech_encoder",
+    "vocoder": "vocoder_dir",
+    "adapter": "adapter_dir",
+}
+# Changing one of these loads the model again; a changed adapter alone is switched (SetAdapter).
+RELOAD_FIELDS = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu")
 
 
 def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
@@ -79,6 +87,12 @@ class Controller:
             apply_theme(app, self.settings.theme)
         self.bridge = EngineBridge(engine_factory)
         self.bridge.set_options(self.settings.engine_options())
+        self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
+        # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
+        self._adapter_switch: tuple[str | None, Path | None] | None = None
+        self.bridge.ready.connect(self._on_ready)
+        self.bridge.adapterChanged.connect(self._on_adapter_changed)
+        self.bridge.failed.connect(self._on_failed)
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
@@ -137,22 +151,56 @@ class Controller:
     def load_model(self) -> None:
         command = self.settings.load_command()
         assert command is not None, "only called with a model folder set"
+        self.model_ready = False
+        self._adapter_switch = None
         self.bridge.send(command)
 
-    def update_settings(self, new: AppSettings) -> None:
-        old, self.settings = self.settings, new
+    def use_adapter(self, adapter: Path | None) -> None:
+        """Settings → Fine-tuning's Use / Don't use, and the wizard's "Use it now": the loaded model
+        switches without reloading (SetAdapter); with no model loaded, the next load takes it."""
+        self.update_settings(self.settings.replace(adapter_dir=str(adapter) if adapter is not None else None))
+
+    def _on_ready(self, _ready: object) -> None:
+        self.model_ready = True
+
+    def _on_adapter_changed(self, event: AdapterChanged) -> None:
+        if self._adapter_switch is not None and self._adapter_switch[1] == event.adapter:
+            self._adapter_switch = None
+
+    def _on_failed(self, _failed: Failed) -> None:
+        """A refused SetAdapter: the model keeps its adapter, so the saved setting goes back to it
+        (the window shows the failure in words)."""
+        if self._adapter_switch is not None:
+            previous, _asked = self._adapter_switch
+            self._adapter_switch = None
+            self._save(self.settings.replace(adapter_dir=previous))
+
+    def _save(self, new: AppSettings) -> None:
+        self.settings = new
         try:
             settings_store.save(new, self.settings_path)
         except OSError as exc:
             QMessageBox.warning(self.window, "OmniTalk settings", f"Settings could not be saved: {exc}")
+
+    def update_settings(self, new: AppSettings) -> None:
+        old = self.settings
+        self._save(new)
         self.window.apply_settings(new)
         app = QApplication.instance()
         if new.theme != old.theme and isinstance(app, QApplication):
             apply_theme(app, new.theme)
         self.bridge.set_options(new.engine_options())
-        model_fields = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu", "adapter_dir")
-        if new.model_dir and any(getattr(old, f) != getattr(new, f) for f in model_fields):
+        if not new.model_dir:
+            return
+        if any(getattr(old, f) != getattr(new, f) for f in RELOAD_FIELDS):
             self.load_model()
+        elif new.adapter_dir != old.adapter_dir:
+            if self.model_ready:
+                asked = Path(new.adapter_dir) if new.adapter_dir else None
+                self._adapter_switch = (old.adapter_dir, asked)
+                self.bridge.set_adapter(asked)
+            else:
+                self.load_model()
 
     def shutdown(self) -> None:
         self.bridge.shutdown()

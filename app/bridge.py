@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from engine.config import QuantMode
 from engine.events import (
+    AdapterChanged,
     AudioChunk,
     Cancel,
     CheckDevice,
@@ -37,6 +38,7 @@ from engine.events import (
     Ready,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetMicrophoneMuted,
     SetOptions,
     SlowDevice,
@@ -87,6 +89,7 @@ class EngineBridge(QObject):
     deviceTested = Signal(object)  # DeviceChecked
     devicesListed = Signal(object)  # DevicesListed
     microphoneMuted = Signal(bool)  # MicrophoneMuted
+    adapterChanged = Signal(object)  # AdapterChanged: a fine-tuned adapter (or none) is now in use
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -132,6 +135,9 @@ class EngineBridge(QObject):
 
     def play(self, pcm: object) -> None:
         self.send(PlayAudio(pcm))  # type: ignore[arg-type]
+
+    def set_adapter(self, adapter: Path | None) -> None:
+        self.send(SetAdapter(adapter))
 
     def test_device(self, kind: Direction, device: str | None) -> None:
         self.send(CheckDevice(kind, device))
@@ -181,6 +187,8 @@ class EngineBridge(QObject):
             self.devicesListed.emit(event)
         elif isinstance(event, MicrophoneMuted):
             self.microphoneMuted.emit(event.muted)
+        elif isinstance(event, AdapterChanged):
+            self.adapterChanged.emit(event)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:
