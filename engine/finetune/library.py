@@ -58,10 +58,12 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _answers(metrics: dict[str, Any], when: str) -> dict[str, Any]:
-    part = metrics.get(when)
-    answers = part.get("answers") if isinstance(part, dict) else None
-    return answers if isinstance(answers, dict) else {}
+    return _dict(_dict(metrics.get(when)).get("answers"))
 
 
 def read_entry(folder: Path) -> AdapterEntry:
@@ -74,12 +76,11 @@ def read_entry(folder: Path) -> AdapterEntry:
         logger.warning("Adapter description %s unreadable: %s", folder / META_FILE, exc)
         return AdapterEntry(folder, None, None, (), None, None, None, None, None, None, None, None, None,
                             problem=f"its description ({META_FILE}) cannot be read: {exc}")  # fmt: skip
-    summary = data.get("data") if isinstance(data.get("data"), dict) else {}
-    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
-    base = data.get("base_model") if isinstance(data.get("base_model"), dict) else {}
-    loss = metrics.get("loss", {}).get("1", {}) if isinstance(metrics.get("loss"), dict) else {}
+    summary, metrics, base = _dict(data.get("data")), _dict(data.get("metrics")), _dict(data.get("base_model"))
+    loss = _dict(_dict(metrics.get("loss")).get("1"))
     before, after = _answers(metrics, "before"), _answers(metrics, "after")
-    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    stages = data.get("stages")
+    stages = stages if isinstance(stages, list) else []
 
     def count(key: str) -> int | None:
         value = summary.get(key)
@@ -97,8 +98,8 @@ def read_entry(folder: Path) -> AdapterEntry:
         exact_after=_number(after.get("exact_match")),
         wer_before=_number(before.get("wer")),
         wer_after=_number(after.get("wer")),
-        loss_first=_number(loss.get("first")) if isinstance(loss, dict) else None,
-        loss_last=_number(loss.get("last")) if isinstance(loss, dict) else None,
+        loss_first=_number(loss.get("first")),
+        loss_last=_number(loss.get("last")),
         metrics=metrics,
     )
 

@@ -1,0 +1,173 @@
+"""Page 1: the questions and answers. Typed into a table, or files/folders added; both combine.
+
+Every edit is written to the draft at once (app/finetune_wizard/draft.py): closing the wizard
+loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWizardPage,
+)
+
+from app.finetune_wizard.draft import Draft, Pair
+from app.finetune_wizard.texts import ADD_FILE_BUTTON, ADD_FOLDER_BUTTON, DATA_PAGE
+from app.widgets import ERROR_COLOUR, button_row, coloured
+
+logger = logging.getLogger(__name__)
+
+EMPTY_ROWS = 3  # blank rows offered to type into
+DATA_FILES_FILTER = "Questions and answers (*.jsonl *.json *.csv);;All files (*)"
+
+
+class DataPage(QWizardPage):
+    def __init__(self, draft: Draft) -> None:
+        super().__init__()
+        self.draft = draft
+        self.setTitle(DATA_PAGE)
+        self.setSubTitle(
+            "Teach OmniTalk your own answers: type questions with the answer you want, or add a file "
+            "(JSONL/CSV with question and answer columns) or a folder of recorded pairs (NAME.wav + NAME.txt)."
+        )
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Question", "Answer"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.add_row_button = QPushButton("Add a row")
+        self.remove_row_button = QPushButton("Remove selected rows")
+        self.add_file_button = QPushButton(ADD_FILE_BUTTON)
+        self.add_folder_button = QPushButton(ADD_FOLDER_BUTTON)
+        self.sources_list = QListWidget()
+        self.sources_list.setMaximumHeight(80)
+        self.remove_source_button = QPushButton("Remove")
+        self.count_label = QLabel()
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        coloured(self.error_label, ERROR_COLOUR)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(button_row(self.add_row_button, self.remove_row_button))
+        layout.addWidget(QLabel("Files and folders added:"))
+        layout.addWidget(self.sources_list)
+        layout.addWidget(button_row(self.add_file_button, self.add_folder_button, self.remove_source_button))
+        layout.addWidget(self.count_label)
+        layout.addWidget(self.error_label)
+
+        self.add_row_button.clicked.connect(lambda: self._append_row(Pair("", "")))
+        self.remove_row_button.clicked.connect(self._remove_rows)
+        self.add_file_button.clicked.connect(self._choose_file)
+        self.add_folder_button.clicked.connect(self._choose_folder)
+        self.remove_source_button.clicked.connect(self._remove_source)
+        self.table.itemChanged.connect(lambda _item: self._save())
+        self.load()
+
+    # ---------------------------------------------------------------- the draft <-> the page
+
+    def load(self) -> None:
+        """Show the draft (a continued draft, or a fresh one with a few empty rows)."""
+        self.table.blockSignals(True)
+        self.table.setRowCount(0)
+        pairs = self.draft.pairs()
+        for pair in pairs + [Pair("", "")] * max(0, EMPTY_ROWS - len(pairs)):
+            self._append_row(pair, save=False)
+        self.table.blockSignals(False)
+        self.sources_list.clear()
+        for path in self.draft.added():
+            self.sources_list.addItem(path.name)
+        self._update_count()
+
+    def set_pairs(self, pairs: list[Pair]) -> None:
+        self.table.blockSignals(True)
+        self.table.setRowCount(0)
+        for pair in pairs:
+            self._append_row(pair, save=False)
+        self.table.blockSignals(False)
+        self._save()
+
+    def pairs(self) -> list[Pair]:
+        rows = []
+        for row in range(self.table.rowCount()):
+            cells = [self.table.item(row, col) for col in (0, 1)]
+            q, a = (c.text().strip() if c is not None else "" for c in cells)
+            if q or a:
+                rows.append(Pair(q, a))
+        return rows
+
+    def _append_row(self, pair: Pair, *, save: bool = True) -> None:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        self.table.setItem(row, 0, QTableWidgetItem(pair.question))
+        self.table.setItem(row, 1, QTableWidgetItem(pair.answer))
+        if save:
+            self._save()
+
+    def _remove_rows(self) -> None:
+        for row in sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True):
+            self.table.removeRow(row)
+        self._save()
+
+    def _save(self) -> None:
+        try:
+            self.draft.save_pairs(self.pairs())
+            self.error_label.clear()
+        except OSError as exc:
+            logger.warning("Saving the fine-tune draft failed: %s", exc)
+            self.error_label.setText(f"Your pairs could not be saved ({exc.strerror or exc}). Free some disk space.")
+        self._update_count()
+
+    def _update_count(self) -> None:
+        complete = sum(1 for p in self.pairs() if p.question and p.answer)
+        added = self.sources_list.count()
+        self.count_label.setText(
+            f"{complete} typed pair{'s' * (complete != 1)}"
+            + (f" and {added} file{'s' * (added != 1)} or folder{'s' * (added != 1)}" if added else "")
+            + ". The next page checks them all."
+        )
+        self.completeChanged.emit()
+
+    # -------------------------------------------------------------------------- sources
+
+    def add_source(self, path: Path) -> bool:
+        try:
+            copy = self.draft.add_source(path)
+        except OSError as exc:
+            self.error_label.setText(f"“{path}” could not be added: {exc.strerror or exc}.")
+            return False
+        self.error_label.clear()
+        self.sources_list.addItem(copy.name)
+        self._update_count()
+        return True
+
+    def _choose_file(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, ADD_FILE_BUTTON.rstrip("…"), str(Path.home()), DATA_FILES_FILTER)
+        if name:
+            self.add_source(Path(name))
+
+    def _choose_folder(self) -> None:
+        name = QFileDialog.getExistingDirectory(self, ADD_FOLDER_BUTTON.rstrip("…"), str(Path.home()))
+        if name:
+            self.add_source(Path(name))
+
+    def _remove_source(self) -> None:
+        item = self.sources_list.currentItem()
+        if item is None:
+            return
+        self.draft.remove_source(self.draft.added_dir / item.text())
+        self.sources_list.takeItem(self.sources_list.row(item))
+        self._update_count()
+
+    def isComplete(self) -> bool:
+        return any(p.question and p.answer for p in self.pairs()) or self.sources_list.count() > 0
