@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 from app import settings as settings_store
 from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge, EngineFactory
+from app.finetune_wizard import FinetuneWizard
 from app.first_start import start_device_check
 from app.icons import app_icon
 from app.main_window import MainWindow
@@ -25,6 +26,7 @@ from app.setup_wizard import SetupWizard
 from app.single_instance import InstanceServer, ask_running_instance, bring_to_front, server_name
 from app.tasks import wait_for_background
 from app.theme import apply_theme
+from app.words import FINETUNE_TAB
 from engine.events import AdapterChanged, Failed
 from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
@@ -96,6 +98,7 @@ class Controller:
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
+        self.window.finetuneRequested.connect(lambda: self.open_settings(FINETUNE_TAB))
         save_answers = getattr(args, "save_answers", None)
         self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
@@ -111,7 +114,7 @@ class Controller:
         else:
             self.open_setup()
 
-    def open_settings(self) -> None:
+    def open_settings(self, tab: str | None = None) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self.window)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.update_settings(dialog.result_settings()))
@@ -121,7 +124,39 @@ class Controller:
         dialog.setupRequested.connect(lambda: self.open_setup(dialog))
         self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
         self.bridge.devicesListed.connect(dialog.show_devices)
+        dialog.useAdapterRequested.connect(self.use_adapter)
+        dialog.finetuneRequested.connect(lambda: self.open_finetune(dialog))
+        self.bridge.adapterChanged.connect(dialog.finetune_tab.adapter_changed)
+        if tab is not None:
+            dialog.show_tab(tab)
         dialog.open()
+        return dialog
+
+    def open_finetune(self, settings_dialog: SettingsDialog | None = None) -> FinetuneWizard | None:
+        """Settings → Fine-tuning → New fine-tune…: the wizard, on top of the settings dialog."""
+        s = self.settings
+        if not s.model_dir:
+            return None
+        wizard = FinetuneWizard(
+            Path(s.model_dir),
+            settings_dialog if settings_dialog is not None else self.window,
+            speech_encoder=Path(s.speech_encoder) if s.speech_encoder else None,
+            device=None if s.gpu == "auto" else s.gpu,
+            bridge=self.bridge,
+            model_ready=self.model_ready,
+            adapter_in_use=Path(s.adapter_dir) if s.adapter_dir else None,
+        )
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        wizard.adapterFinished.connect(lambda path, use_now: self._finetune_done(path, use_now, settings_dialog))
+        wizard.open()
+        return wizard
+
+    def _finetune_done(self, adapter: Path, use_now: bool, settings_dialog: SettingsDialog | None) -> None:
+        if use_now:
+            self.use_adapter(adapter)
+        if settings_dialog is not None and settings_dialog.isVisible():
+            settings_dialog.finetune_tab.show_settings(self.settings)
+            settings_dialog.finetune_tab.select(adapter)
 
     def open_setup(self, settings_dialog: SettingsDialog | None = None) -> SetupWizard:
         """The setup wizard (first run, File → Set up model…, or Settings → Model → Download…).
