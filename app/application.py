@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import shiboken6
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
@@ -90,6 +91,7 @@ class Controller:
         self.bridge = EngineBridge(engine_factory)
         self.bridge.set_options(self.settings.engine_options())
         self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
+        self._settings_dialog: SettingsDialog | None = None  # the last one opened (may be closed)
         # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
         self._adapter_switch: tuple[str | None, Path | None] | None = None
         self.bridge.ready.connect(self._on_ready)
@@ -126,7 +128,7 @@ class Controller:
         self.bridge.devicesListed.connect(dialog.show_devices)
         dialog.useAdapterRequested.connect(self.use_adapter)
         dialog.finetuneRequested.connect(lambda: self.open_finetune(dialog))
-        self.bridge.adapterChanged.connect(dialog.finetune_tab.adapter_changed)
+        self._settings_dialog = dialog
         if tab is not None:
             dialog.show_tab(tab)
         dialog.open()
@@ -201,6 +203,7 @@ class Controller:
     def _on_adapter_changed(self, event: AdapterChanged) -> None:
         if self._adapter_switch is not None and self._adapter_switch[1] == event.adapter:
             self._adapter_switch = None
+            self._show_adapter()
 
     def _on_failed(self, _failed: Failed) -> None:
         """A refused SetAdapter: the model keeps its adapter, so the saved setting goes back to it
@@ -209,6 +212,13 @@ class Controller:
             previous, _asked = self._adapter_switch
             self._adapter_switch = None
             self._save(self.settings.replace(adapter_dir=previous))
+            self._show_adapter()
+
+    def _show_adapter(self) -> None:
+        """An open Settings → Fine-tuning shows the adapter the settings (and the engine) now use."""
+        dialog = self._settings_dialog
+        if dialog is not None and shiboken6.isValid(dialog) and dialog.isVisible():
+            dialog.finetune_tab.adapter_changed(Path(self.settings.adapter_dir) if self.settings.adapter_dir else None)
 
     def _save(self, new: AppSettings) -> None:
         self.settings = new

@@ -20,6 +20,7 @@ from engine.events import (
     AudioChunk,
     Cancel,
     CheckDevice,
+    ClipRecorded,
     Command,
     ConversationReset,
     DeviceChecked,
@@ -36,6 +37,7 @@ from engine.events import (
     NewConversation,
     PlayAudio,
     Ready,
+    RecordClip,
     RecordingLimitReached,
     SendText,
     SetAdapter,
@@ -44,6 +46,7 @@ from engine.events import (
     SlowDevice,
     StartTurn,
     StateChanged,
+    StopClip,
     StopTurn,
     TextDelta,
     TurnFinished,
@@ -90,6 +93,7 @@ class EngineBridge(QObject):
     devicesListed = Signal(object)  # DevicesListed
     microphoneMuted = Signal(bool)  # MicrophoneMuted
     adapterChanged = Signal(object)  # AdapterChanged: a fine-tuned adapter (or none) is now in use
+    clipRecorded = Signal(object)  # ClipRecorded: a RecordClip take (the fine-tune wizard's questions)
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -138,6 +142,12 @@ class EngineBridge(QObject):
 
     def set_adapter(self, adapter: Path | None) -> None:
         self.send(SetAdapter(adapter))
+
+    def record_clip(self) -> None:
+        self.send(RecordClip())
+
+    def stop_clip(self) -> None:
+        self.send(StopClip())
 
     def test_device(self, kind: Direction, device: str | None) -> None:
         self.send(CheckDevice(kind, device))
@@ -189,6 +199,8 @@ class EngineBridge(QObject):
             self.microphoneMuted.emit(event.muted)
         elif isinstance(event, AdapterChanged):
             self.adapterChanged.emit(event)
+        elif isinstance(event, ClipRecorded):
+            self.clipRecorded.emit(event)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:

@@ -155,6 +155,17 @@ class SetMicrophoneMuted:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordClip:
+    """Record from the microphone without answering (the fine-tune wizard records questions): a
+    press whose take comes back as ClipRecorded instead of becoming a turn; needs no model."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopClip:
+    """End the RecordClip take; the engine answers ClipRecorded."""
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -172,6 +183,8 @@ Command = (
     | ListDevices
     | SetAdapter
     | SetMicrophoneMuted
+    | RecordClip
+    | StopClip
     | Shutdown
 )
 
@@ -343,6 +356,14 @@ class MicrophoneMuted:
 
 
 @dataclass(frozen=True, slots=True)
+class ClipRecorded:
+    """A RecordClip take, as recorded (no check for speech: the caller decides)."""
+
+    pcm: np.ndarray  # float32 (n_samples,) at 16 kHz
+    limit: bool = False  # stopped by itself at the recording limit
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running.
 
@@ -381,5 +402,6 @@ Event = (
     | DevicesListed
     | AdapterChanged
     | MicrophoneMuted
+    | ClipRecorded
     | Failed
 )

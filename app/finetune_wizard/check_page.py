@@ -41,6 +41,7 @@ class CheckPage(QWizardPage):
         self.counts_label = QLabel()
         self.counts_label.setWordWrap(True)
         self.problems_list = QListWidget()
+        self.problems_list.setWordWrap(True)
         self.stages_label = QLabel()
         self.stages_label.setWordWrap(True)
         self.error_label = QLabel()

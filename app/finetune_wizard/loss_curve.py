@@ -12,7 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-MARGIN_PX = 36
+MARGIN_PX = 52
 MIN_HEIGHT_PX = 160
 LINE_COLOUR = "#1e88e5"
 
@@ -51,8 +51,8 @@ class LossCurve(QWidget):
         low, high = min(losses), max(losses)
         if high - low < 1e-9:
             low, high = low - 0.5, high + 0.5
-        painter.drawText(QRectF(0, area.top() - 6, MARGIN_PX - 4, 14), Qt.AlignmentFlag.AlignRight, f"{high:.2g}")
-        painter.drawText(QRectF(0, area.bottom() - 8, MARGIN_PX - 4, 14), Qt.AlignmentFlag.AlignRight, f"{low:.2g}")
+        painter.drawText(QRectF(0, area.top() - 6, MARGIN_PX - 4, 14), Qt.AlignmentFlag.AlignRight, f"{high:.3g}")
+        painter.drawText(QRectF(0, area.bottom() - 8, MARGIN_PX - 4, 14), Qt.AlignmentFlag.AlignRight, f"{low:.3g}")
         painter.drawText(
             QRectF(area.left(), area.bottom() + 4, area.width(), 16),
             Qt.AlignmentFlag.AlignCenter,

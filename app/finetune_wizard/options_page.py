@@ -114,8 +114,7 @@ class OptionsPage(QWizardPage):
         )
         self.thorough_radio.setText(
             f"{THOROUGH_PRESET} — {steps * THOROUGH_FACTOR} steps, "
-            f"a larger adapter (rank {DEFAULT_RANK * THOROUGH_FACTOR}). "
-            "Takes about twice as long; better for many or long answers."
+            f"a larger adapter (rank {DEFAULT_RANK * THOROUGH_FACTOR}): twice as long, for many or long answers."
         )
         needed, free = plan.get("memory_needed_bytes"), plan.get("memory_free_bytes")
         where = "the graphics card" if str(plan.get("device", "")).startswith("cuda") else "the computer's memory"

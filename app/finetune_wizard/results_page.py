@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
@@ -39,6 +40,8 @@ def _answers(event: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 
 class ResultsPage(QWizardPage):
+    tryAnswered = Signal(str)  # the try-it box's answer, complete
+
     def __init__(self, state: WizardState, bridge: EngineBridge | None, model_ready: bool) -> None:
         super().__init__()
         self.state = state
@@ -159,3 +162,4 @@ class ResultsPage(QWizardPage):
         if finished.turn_id == self._turn_id:
             self.try_answer.setText(finished.text or self._answer or "(no answer)")
             self._turn_id = None
+            self.tryAnswered.emit(finished.text)

@@ -165,6 +165,7 @@ class TrainPage(QWizardPage):
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.stage_label.setText("Done. Press Next to compare the answers.")
+            self.time_label.setText(f"{len(self.curve.points)} steps")
             self.message_label.setText("Your adapter is ready.")
             coloured(self.message_label, OK_COLOUR)
             self.state.forget_run()

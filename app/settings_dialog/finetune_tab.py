@@ -30,7 +30,6 @@ from app.settings import AppSettings
 from app.widgets import ERROR_COLOUR, button_row, coloured, error_text
 from app.words import NEW_FINETUNE_BUTTON
 from engine.errors import EngineError
-from engine.events import AdapterChanged
 from engine.finetune.library import AdapterEntry, delete_adapter, list_adapters, rename_adapter
 from engine.paths import adapters_dir
 
@@ -156,9 +155,9 @@ class FinetuneTab(QWidget):
         self.useAdapterRequested.emit(path)
         self.refresh()
 
-    def adapter_changed(self, event: AdapterChanged) -> None:
-        """Slot for the bridge's ``adapterChanged``: show what the engine now uses."""
-        self._in_use = event.adapter
+    def adapter_changed(self, path: Path | None) -> None:
+        """The switch the controller asked for is done (or was refused): show what is in use."""
+        self._in_use = path
         self.refresh()
 
     def _use_selected(self) -> None:
