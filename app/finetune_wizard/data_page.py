@@ -1,5 +1,10 @@
 """Page 1: the questions and answers. Typed into a table, or files/folders added; both combine.
 
+Recording: select a typed pair, hold "Hold to record" and say the question. The engine records it
+(RecordClip/StopClip → ClipRecorded: the app's microphone and recorder, not a second audio stack);
+the clip is saved at once as a spoken pair (question speech + the row's answer). Recording the same
+question again replaces it; "Play" replays it through the engine.
+
 Every edit is written to the draft at once (app/finetune_wizard/draft.py): closing the wizard
 loses nothing.
 """
@@ -9,12 +14,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QHeaderView,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -22,20 +29,26 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.finetune_wizard.draft import Draft, Pair
+from app.bridge import EngineBridge
+from app.finetune_wizard.draft import RECORDING_RATE_HZ, Draft, Pair, Recording, read_recording
 from app.finetune_wizard.texts import ADD_FILE_BUTTON, ADD_FOLDER_BUTTON, DATA_PAGE
 from app.widgets import ERROR_COLOUR, button_row, coloured
+from engine.events import ClipRecorded
 
 logger = logging.getLogger(__name__)
 
 EMPTY_ROWS = 3  # blank rows offered to type into
 DATA_FILES_FILTER = "Questions and answers (*.jsonl *.json *.csv);;All files (*)"
+RECORD_BUTTON = "Hold to record"
+MIN_CLIP_S = 0.3  # shorter: a slip of the button, not a question
 
 
 class DataPage(QWizardPage):
-    def __init__(self, draft: Draft) -> None:
+    def __init__(self, draft: Draft, bridge: EngineBridge | None = None) -> None:
         super().__init__()
         self.draft = draft
+        self.bridge = bridge
+        self._recording_for: Pair | None = None
         self.setTitle(DATA_PAGE)
         self.setSubTitle(
             "Teach OmniTalk your own answers: type questions with the answer you want, or add a file "
@@ -52,6 +65,14 @@ class DataPage(QWizardPage):
         self.sources_list = QListWidget()
         self.sources_list.setMaximumHeight(80)
         self.remove_source_button = QPushButton("Remove")
+        self.record_button = QPushButton(RECORD_BUTTON)
+        self.record_button.setToolTip("Select a pair above, hold this button and say its question")
+        self.play_button = QPushButton("Play")
+        self.delete_recording_button = QPushButton("Delete recording")
+        self.recordings_list = QListWidget()
+        self.recordings_list.setMaximumHeight(80)
+        self.record_label = QLabel()
+        self.record_label.setWordWrap(True)
         self.count_label = QLabel()
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
@@ -60,6 +81,10 @@ class DataPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addWidget(button_row(self.add_row_button, self.remove_row_button))
+        layout.addWidget(QLabel("Spoken questions (the answers come from the table):"))
+        layout.addWidget(self.recordings_list)
+        layout.addWidget(button_row(self.record_button, self.play_button, self.delete_recording_button))
+        layout.addWidget(self.record_label)
         layout.addWidget(QLabel("Files and folders added:"))
         layout.addWidget(self.sources_list)
         layout.addWidget(button_row(self.add_file_button, self.add_folder_button, self.remove_source_button))
@@ -72,6 +97,16 @@ class DataPage(QWizardPage):
         self.add_folder_button.clicked.connect(self._choose_folder)
         self.remove_source_button.clicked.connect(self._remove_source)
         self.table.itemChanged.connect(lambda _item: self._save())
+        self.record_button.pressed.connect(self.start_recording)
+        self.record_button.released.connect(self.stop_recording)
+        self.play_button.clicked.connect(self._play_selected)
+        self.delete_recording_button.clicked.connect(self._delete_recording)
+        if bridge is not None:
+            bridge.clipRecorded.connect(self._on_clip)
+        else:
+            self.record_button.setEnabled(False)
+            self.play_button.setEnabled(False)
+            self.record_label.setText("Recording needs OmniTalk's microphone: open this wizard from Settings.")
         self.load()
 
     # ---------------------------------------------------------------- the draft <-> the page
@@ -87,6 +122,7 @@ class DataPage(QWizardPage):
         self.sources_list.clear()
         for path in self.draft.added():
             self.sources_list.addItem(path.name)
+        self._show_recordings()
         self._update_count()
 
     def set_pairs(self, pairs: list[Pair]) -> None:
@@ -131,12 +167,77 @@ class DataPage(QWizardPage):
     def _update_count(self) -> None:
         complete = sum(1 for p in self.pairs() if p.question and p.answer)
         added = self.sources_list.count()
+        spoken = self.recordings_list.count()
         self.count_label.setText(
-            f"{complete} typed pair{'s' * (complete != 1)}"
+            f"{complete} typed pair{'s' * (complete != 1)}, {spoken} spoken"
             + (f" and {added} file{'s' * (added != 1)} or folder{'s' * (added != 1)}" if added else "")
             + ". The next page checks them all."
         )
         self.completeChanged.emit()
+
+    # ------------------------------------------------------------------------ recording
+
+    def selected_pair(self) -> Pair | None:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        if not rows:
+            return None
+        cells = [self.table.item(rows[0], col) for col in (0, 1)]
+        q, a = (c.text().strip() if c is not None else "" for c in cells)
+        return Pair(q, a) if q and a else None
+
+    def start_recording(self) -> None:
+        pair = self.selected_pair()
+        if pair is None or self.bridge is None:
+            self.record_label.setText("Select a pair with a question and an answer first.")
+            return
+        self._recording_for = pair
+        self.record_label.setText(f"Recording… say: “{pair.question}” and let go.")
+        self.bridge.record_clip()
+
+    def stop_recording(self) -> None:
+        if self._recording_for is not None and self.bridge is not None:
+            self.bridge.stop_clip()
+
+    def _on_clip(self, clip: ClipRecorded) -> None:
+        pair, self._recording_for = self._recording_for, None
+        if pair is None:
+            return  # not ours (another window's take)
+        if clip.pcm.size < MIN_CLIP_S * RECORDING_RATE_HZ:
+            self.record_label.setText(f"Too short: hold “{RECORD_BUTTON}” while you say the question.")
+            return
+        try:
+            self.draft.save_recording(pair.question, pair.answer, clip.pcm)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            self.record_label.setText(f"The recording could not be saved ({reason}). Free some disk space.")
+            return
+        seconds = clip.pcm.size / RECORDING_RATE_HZ
+        self.record_label.setText(f"Saved ({seconds:.1f} s). Play it, or hold the button to record again.")
+        self._show_recordings()
+        self._update_count()
+
+    def _show_recordings(self) -> None:
+        self.recordings_list.clear()
+        for recording in self.draft.recordings():
+            item = QListWidgetItem(f"{recording.question} → {recording.answer}")
+            item.setData(Qt.ItemDataRole.UserRole, recording)
+            self.recordings_list.addItem(item)
+
+    def _selected_recording(self) -> Recording | None:
+        item = self.recordings_list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _play_selected(self) -> None:
+        recording = self._selected_recording()
+        if recording is not None and self.bridge is not None:
+            self.bridge.play(read_recording(recording.wav))
+
+    def _delete_recording(self) -> None:
+        recording = self._selected_recording()
+        if recording is not None:
+            self.draft.remove_recording(recording)
+            self._show_recordings()
+            self._update_count()
 
     # -------------------------------------------------------------------------- sources
 
@@ -170,4 +271,8 @@ class DataPage(QWizardPage):
         self._update_count()
 
     def isComplete(self) -> bool:
-        return any(p.question and p.answer for p in self.pairs()) or self.sources_list.count() > 0
+        return (
+            any(p.question and p.answer for p in self.pairs())
+            or self.sources_list.count() > 0
+            or self.recordings_list.count() > 0
+        )

@@ -13,6 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -26,7 +27,6 @@ from PySide6.QtWidgets import (
 from app.bridge import EngineBridge
 from app.finetune_wizard.state import WizardState
 from app.finetune_wizard.texts import RESULTS_PAGE
-from app.widgets import button_row
 from engine.events import AdapterChanged, TurnFinished, TurnStarted
 
 
@@ -67,7 +67,10 @@ class ResultsPage(QWizardPage):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.forget_label)
         layout.addWidget(QLabel("Try it:"))
-        layout.addWidget(button_row(self.try_edit, self.try_button))
+        ask_row = QHBoxLayout()
+        ask_row.addWidget(self.try_edit, 1)
+        ask_row.addWidget(self.try_button)
+        layout.addLayout(ask_row)
         layout.addWidget(self.try_answer)
         self.try_button.clicked.connect(self.ask)
         self.try_edit.returnPressed.connect(self.ask)

@@ -32,7 +32,7 @@ from app.finetune_wizard.train_page import TrainPage
 logger = logging.getLogger(__name__)
 
 PAGE_DATA, PAGE_CHECK, PAGE_OPTIONS, PAGE_TRAIN, PAGE_RESULTS, PAGE_FINISH = range(6)
-MIN_SIZE_PX = (720, 560)
+MIN_SIZE_PX = (760, 680)
 
 
 class FinetuneWizard(QWizard):
@@ -61,7 +61,7 @@ class FinetuneWizard(QWizard):
         self.state = WizardState(model_dir, draft or Draft(), speech_encoder, device)
         if ask:
             self._offer_draft()
-        self.data_page = DataPage(self.state.draft)
+        self.data_page = DataPage(self.state.draft, bridge)
         self.check_page = CheckPage(self.state, python)
         self.options_page = OptionsPage(self.state)
         self.train_page = TrainPage(self.state, python)
@@ -110,6 +110,9 @@ class FinetuneWizard(QWizard):
     # ------------------------------------------------------------------------ closing
 
     def accept(self) -> None:
+        # QWizard validates the last page in done(), after accept(): validate (rename) first.
+        if not self.validateCurrentPage():
+            return
         if self.currentId() == PAGE_FINISH and self.state.adapter is not None:
             use_now = self.finish_page.use_check.isChecked()
             if not use_now:

@@ -14,20 +14,24 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 from pytestqt.qtbot import QtBot
 
 from app.application import Controller
+from app.bridge import EngineBridge
 from app.finetune_wizard import FinetuneWizard
-from app.finetune_wizard.draft import Draft, Pair
+from app.finetune_wizard.draft import Draft, Pair, read_recording
 from app.finetune_wizard.texts import BAD_DATA_FIX, RESUME_BUTTON
 from app.finetune_wizard.wizard import PAGE_CHECK, PAGE_FINISH, PAGE_OPTIONS, PAGE_RESULTS, PAGE_TRAIN
 from app.settings import AppSettings, save
 from app.words import FINETUNE_TAB
-from engine.events import AdapterChanged, TurnFinished
+from engine.events import AdapterChanged, ClipRecorded, PlayAudio, RecordClip, StopClip, TurnFinished
 from engine.paths import adapters_dir
 from engine.tiny import TinyPaths, TinySpec, write_tiny_set
+
+from .fake_engine import FakeEngine
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "wizard"
 TRAIN_TIMEOUT_MS = 240_000
@@ -245,3 +249,53 @@ def test_the_draft_survives_closing_and_can_be_dropped(
     dropped = FinetuneWizard(tmp_path / "omni", draft=Draft(tmp_path / "draft"))
     qtbot.addWidget(dropped)
     assert dropped.data_page.pairs() == [] and draft.is_empty()
+
+
+def test_recording_a_question_through_the_engine(qtbot: QtBot, tmp_path: Path) -> None:
+    """The Data page records with the engine (RecordClip/StopClip → ClipRecorded) and saves a
+    spoken pair at once; replay goes through the engine too; reopening keeps it."""
+    engine_box: list[FakeEngine] = []
+
+    def factory(on_event):  # type: ignore[no-untyped-def]
+        engine_box.append(FakeEngine(on_event))
+        return engine_box[-1]
+
+    bridge = EngineBridge(factory)
+    engine = engine_box[0]
+    draft = Draft(tmp_path / "draft")
+    wizard = FinetuneWizard(tmp_path / "omni", bridge=bridge, draft=draft, ask=False)
+    qtbot.addWidget(wizard)
+    wizard.show()
+    page = wizard.data_page
+    page.set_pairs(PAIRS[:1])
+    page.record_button.pressed.emit()  # nothing selected: says what to do, records nothing
+    assert "Select a pair" in page.record_label.text() and engine.commands == []
+    page.table.selectRow(0)
+    page.record_button.pressed.emit()
+    page.record_button.released.emit()
+    assert [type(c) for c in engine.commands] == [RecordClip, StopClip]
+    speech = (0.5 * np.sin(np.linspace(0, 2000, 16_000))).astype(np.float32)
+    engine.emit(ClipRecorded(speech))
+    qtbot.waitUntil(lambda: page.recordings_list.count() == 1)
+    [recording] = draft.recordings()
+    assert recording.question == PAIRS[0].question and recording.answer == PAIRS[0].answer
+    assert recording.wav.with_suffix(".txt").read_text().strip() == PAIRS[0].answer
+    assert np.allclose(read_recording(recording.wav), speech, atol=1e-4)
+    page.recordings_list.setCurrentRow(0)
+    page.play_button.click()
+    assert isinstance(engine.commands[-1], PlayAudio) and engine.commands[-1].pcm.size == speech.size
+    # Recorded again: replaced, not added; a slip of the button is refused in words.
+    page.record_button.pressed.emit()
+    page.record_button.released.emit()
+    engine.emit(ClipRecorded(speech[:1000]))
+    qtbot.waitUntil(lambda: "Too short" in page.record_label.text())
+    page.record_button.pressed.emit()
+    engine.emit(ClipRecorded(speech[::-1].copy()))
+    qtbot.waitUntil(lambda: "Saved" in page.record_label.text())
+    assert len(draft.recordings()) == 1
+    assert np.allclose(read_recording(draft.recordings()[0].wav), speech[::-1], atol=1e-4)
+    again = FinetuneWizard(tmp_path / "omni", bridge=bridge, draft=Draft(tmp_path / "draft"), ask=False)
+    qtbot.addWidget(again)
+    assert again.data_page.recordings_list.count() == 1 and again.data_page.isComplete()
+    shot(wizard, "1-data-recorded")
+    bridge.shutdown()
