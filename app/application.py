@@ -92,6 +92,7 @@ class Controller:
         self.bridge.set_options(self.settings.engine_options())
         self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
         self._settings_dialog: SettingsDialog | None = None  # the last one opened (may be closed)
+        self._finetune_wizard: FinetuneWizard | None = None  # likewise
         # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
         self._adapter_switch: tuple[str | None, Path | None] | None = None
         self.bridge.ready.connect(self._on_ready)
@@ -149,6 +150,7 @@ class Controller:
             adapter_in_use=Path(s.adapter_dir) if s.adapter_dir else None,
         )
         wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._finetune_wizard = wizard
         wizard.adapterFinished.connect(lambda path, use_now: self._finetune_done(path, use_now, settings_dialog))
         wizard.open()
         return wizard
@@ -248,6 +250,10 @@ class Controller:
                 self.load_model()
 
     def shutdown(self) -> None:
+        wizard = self._finetune_wizard
+        if wizard is not None and shiboken6.isValid(wizard):
+            # A training still running is stopped with a checkpoint: the next wizard offers Resume.
+            wizard.stop_training_for_exit()
         self.bridge.shutdown()
 
 

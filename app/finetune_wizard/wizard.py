@@ -24,6 +24,7 @@ from app.finetune_wizard.data_page import DataPage
 from app.finetune_wizard.draft import Draft
 from app.finetune_wizard.finish_page import FinishPage
 from app.finetune_wizard.options_page import OptionsPage
+from app.finetune_wizard.process import STOP_GRACE_MS
 from app.finetune_wizard.results_page import ResultsPage
 from app.finetune_wizard.state import WizardState
 from app.finetune_wizard.texts import WIZARD_TITLE
@@ -138,6 +139,15 @@ class FinetuneWizard(QWizard):
             return
         self.check_page.process.stop(0)
         self._close_rejected()
+
+    def stop_training_for_exit(self) -> None:
+        """The app is quitting: stop a running check or training (the training saves a checkpoint
+        first, within STOP_GRACE_MS, then is killed)."""
+        self.check_page.process.stop(0)
+        if self.train_page.running:
+            self.train_page.process.stop()
+            if not self.train_page.process.wait_stopped(STOP_GRACE_MS):
+                logger.warning("The training did not stop in time at exit")
 
     def _close_rejected(self) -> None:
         self._switch_back()
