@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QVBoxLayout,
     QWidget,
+    QWizard,
     QWizardPage,
 )
 
@@ -62,6 +63,8 @@ class OptionsPage(QWizardPage):
         self.state = state
         self.setTitle(OPTIONS_PAGE)
         self.setSubTitle("How thoroughly should OmniTalk learn your answers?")
+        self.setCommitPage(True)  # the training starts on Next; its page has no Back
+        self.setButtonText(QWizard.WizardButton.CommitButton, "Start training")
         self.quick_radio = QRadioButton()
         self.thorough_radio = QRadioButton()
         self.quick_radio.setChecked(True)

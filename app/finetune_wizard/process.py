@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 STOP_GRACE_MS = 30_000  # a checkpoint of a large adapter takes seconds; then kill
 CRASH_EXIT_CODE = -1  # finished() code when the child crashed or could not start
+KILL_WAIT_MS = 2_000
 
 
 class FinetuneProcess(QObject):
@@ -49,8 +50,16 @@ class FinetuneProcess(QObject):
         return self._process is not None and self._process.state() != QProcess.ProcessState.NotRunning
 
     def start(self, args: Sequence[str]) -> None:
-        """``args`` after ``python -m engine``, e.g. ``["finetune", "run", "--model", ...]``."""
-        assert not self.running, "one run at a time"
+        """``args`` after ``python -m engine``, e.g. ``["finetune", "run", "--model", ...]``. A run
+        still going (a check left with Back, say) is killed first: its results are not wanted."""
+        if self._process is not None:
+            old, self._process = self._process, None
+            for signal in (old.readyReadStandardOutput, old.readyReadStandardError, old.finished, old.errorOccurred):
+                signal.disconnect()
+            old.kill()
+            old.waitForFinished(KILL_WAIT_MS)
+            old.deleteLater()
+        self._kill_timer.stop()
         self._buffer = b""
         self._last_error = None
         self.stopping = False

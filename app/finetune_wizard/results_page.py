@@ -75,6 +75,7 @@ class ResultsPage(QWizardPage):
         self.try_button.clicked.connect(self.ask)
         self.try_edit.returnPressed.connect(self.ask)
         self._turn_id: int | None = None
+        self._expect: str | None = None  # the question sent; its TurnStarted names the turn
         self._answer = ""
         self._waiting_for_adapter = False
         self._pending_question: str | None = None
@@ -153,7 +154,7 @@ class ResultsPage(QWizardPage):
             self.try_answer.setText(f"The adapter could not be used: {failed.message}")
 
     def _on_turn_started(self, started: TurnStarted) -> None:
-        if started.source == "text" and started.user_text == getattr(self, "_expect", None):
+        if started.source == "text" and started.user_text == self._expect:
             self._turn_id = started.turn_id
 
     def _on_text(self, turn_id: int, text: str) -> None:

@@ -174,8 +174,9 @@ class TrainPage(QWizardPage):
                 error = {"kind": "cancelled", "message": "Cancelled."}
             words = error_words(error)
             self.stage_label.setText(words.title)
+            self.time_label.clear()
             self.message_label.setText(words.plain())
-            coloured(self.message_label, ERROR_COLOUR)
+            coloured(self.message_label, None if error and error.get("kind") == "cancelled" else ERROR_COLOUR)
         self._buttons(running=False)
         self.completeChanged.emit()
         self.trainingFinished.emit(self._done)

@@ -57,7 +57,7 @@ def shot(widget: QWidget, name: str) -> None:
 
 
 def _next(qtbot: QtBot, wizard: QWizard, page_id: int) -> None:
-    qtbot.waitUntil(lambda: wizard.button(QWizard.WizardButton.NextButton).isEnabled(), timeout=TRAIN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: wizard.currentPage().isComplete(), timeout=TRAIN_TIMEOUT_MS)
     wizard.next()
     assert wizard.currentId() == page_id
 
@@ -102,10 +102,12 @@ def test_walk_the_wizard_end_to_end(qtbot: QtBot, tmp_path: Path, tiny: TinyPath
         _next(qtbot, wizard, PAGE_OPTIONS)
         assert "training steps" in wizard.options_page.quick_radio.text()
         _fast_options(wizard, epochs=30)
+        assert wizard.button(QWizard.WizardButton.CommitButton).text() == "Start training"
         shot(wizard, "3-options")
         _next(qtbot, wizard, PAGE_TRAIN)
         train = wizard.train_page
         qtbot.waitUntil(lambda: len(train.curve.points) >= 3, timeout=TRAIN_TIMEOUT_MS)
+        assert not wizard.button(QWizard.WizardButton.BackButton).isEnabled()  # the options are committed
         shot(wizard, "4-train-running")
         qtbot.waitUntil(train.isComplete, timeout=TRAIN_TIMEOUT_MS)
         assert len(train.curve.points) == train.curve.total_steps > 3
@@ -166,7 +168,7 @@ def test_stop_then_resume_continues_where_it_stopped(qtbot: QtBot, tmp_path: Pat
     _next(qtbot, wizard, PAGE_CHECK)
     qtbot.waitUntil(wizard.check_page.isComplete, timeout=LOAD_TIMEOUT_MS)
     _next(qtbot, wizard, PAGE_OPTIONS)
-    _fast_options(wizard, epochs=200)  # long enough to stop in the middle
+    _fast_options(wizard, epochs=60)  # long enough to stop in the middle
     _next(qtbot, wizard, PAGE_TRAIN)
     train = wizard.train_page
     steps: list[int] = []
