@@ -354,6 +354,12 @@ class Engine:
             return
         recorder = self._ensure_recorder()
         try:
+            if clip:
+                # A clip is recorded to keep: with no model loaded the microphone is not open
+                # yet, and a new stream delivers nothing for up to ~2 s. Open it (it stays open
+                # for the next clip) and wait for sound before saying "listening".
+                recorder.open()
+                recorder.wait_ready(DEVICE_TEST_TIMEOUT_S)
             recorder.start()
         except AudioDeviceError:
             self._close_recorder()

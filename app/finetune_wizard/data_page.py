@@ -30,10 +30,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.bridge import EngineBridge
+from app.error_words import describe_failed
 from app.finetune_wizard.draft import RECORDING_RATE_HZ, Draft, Pair, Recording, read_recording
 from app.finetune_wizard.texts import ADD_FILE_BUTTON, ADD_FOLDER_BUTTON, DATA_PAGE
 from app.widgets import ERROR_COLOUR, button_row, coloured
-from engine.events import ClipRecorded
+from engine.events import ClipRecorded, EngineState, Failed, StateChanged
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class DataPage(QWizardPage):
         self.delete_recording_button.clicked.connect(self._delete_recording)
         if bridge is not None:
             bridge.clipRecorded.connect(self._on_clip)
+            bridge.stateChanged.connect(self._on_state)
+            bridge.failed.connect(self._on_failed)
+            bridge.turnIgnored.connect(lambda _reason, hint: self._on_ignored(hint))
         else:
             self.record_button.setEnabled(False)
             self.play_button.setEnabled(False)
@@ -191,8 +195,23 @@ class DataPage(QWizardPage):
             self.record_label.setText("Select a pair with a question and an answer first.")
             return
         self._recording_for = pair
-        self.record_label.setText(f"Recording… say: “{pair.question}” and let go.")
+        self.record_label.setText("Opening the microphone…")
         self.bridge.record_clip()
+
+    def _on_state(self, event: StateChanged) -> None:
+        if self._recording_for is not None and event.state is EngineState.LISTENING:
+            self.record_label.setText(f"Recording… say: “{self._recording_for.question}” and let go.")
+
+    def _on_failed(self, failed: Failed) -> None:
+        """No microphone, a busy one, a muted one: in the app's words, on this page."""
+        if self._recording_for is not None:
+            self._recording_for = None
+            self.record_label.setText(describe_failed(failed).plain())
+
+    def _on_ignored(self, hint: str) -> None:
+        if self._recording_for is not None:  # the microphone is muted
+            self._recording_for = None
+            self.record_label.setText(hint)
 
     def stop_recording(self) -> None:
         if self._recording_for is not None and self.bridge is not None:
