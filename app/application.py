@@ -28,7 +28,7 @@ from app.single_instance import InstanceServer, ask_running_instance, bring_to_f
 from app.tasks import wait_for_background
 from app.theme import apply_theme
 from app.words import FINETUNE_TAB
-from engine.events import AdapterChanged, Failed
+from engine.events import AdapterChanged, Failed, Ready
 from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
 from installer.desktop_linux import DESKTOP_ID
@@ -91,6 +91,7 @@ class Controller:
         self.bridge = EngineBridge(engine_factory)
         self.bridge.set_options(self.settings.engine_options())
         self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
+        self.model_on_gpu = False  # ... on a GPU (the fine-tune wizard may need its memory)
         self._settings_dialog: SettingsDialog | None = None  # the last one opened (may be closed)
         self._finetune_wizard: FinetuneWizard | None = None  # likewise
         # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
@@ -147,13 +148,24 @@ class Controller:
             device=None if s.gpu == "auto" else s.gpu,
             bridge=self.bridge,
             model_ready=self.model_ready,
+            model_on_gpu=self.model_ready and self.model_on_gpu,
             adapter_in_use=Path(s.adapter_dir) if s.adapter_dir else None,
         )
         wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self._finetune_wizard = wizard
+        wizard.unloadRequested.connect(self.unload_for_training)
+        wizard.reloadRequested.connect(self.reload_after_training)
         wizard.adapterFinished.connect(lambda path, use_now: self._finetune_done(path, use_now, settings_dialog))
         wizard.open()
         return wizard
+
+    def unload_for_training(self) -> None:
+        self.model_ready = False
+        self.bridge.unload_model()
+
+    def reload_after_training(self) -> None:
+        if self.settings.model_dir:
+            self.load_model()
 
     def _finetune_done(self, adapter: Path, use_now: bool, settings_dialog: SettingsDialog | None) -> None:
         if use_now:
@@ -199,8 +211,9 @@ class Controller:
         switches without reloading (SetAdapter); with no model loaded, the next load takes it."""
         self.update_settings(self.settings.replace(adapter_dir=str(adapter) if adapter is not None else None))
 
-    def _on_ready(self, _ready: object) -> None:
+    def _on_ready(self, ready: Ready) -> None:
         self.model_ready = True
+        self.model_on_gpu = ready.info is not None and ready.info.torch_device.startswith("cuda")
 
     def _on_adapter_changed(self, event: AdapterChanged) -> None:
         if self._adapter_switch is not None and self._adapter_switch[1] == event.adapter:

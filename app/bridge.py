@@ -52,6 +52,7 @@ from engine.events import (
     TurnFinished,
     TurnIgnored,
     TurnStarted,
+    UnloadModel,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,9 @@ class EngineBridge(QObject):
 
     def set_adapter(self, adapter: Path | None) -> None:
         self.send(SetAdapter(adapter))
+
+    def unload_model(self) -> None:
+        self.send(UnloadModel())
 
     def record_clip(self) -> None:
         self.send(RecordClip())

@@ -73,6 +73,7 @@ from engine.events import (
     StopClip,
     StopTurn,
     TurnIgnored,
+    UnloadModel,
 )
 from engine.gpu import release_cuda_cache
 from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
@@ -212,6 +213,10 @@ class Engine:
             self._stop_listening(limit=False)
         elif isinstance(command, RecordClip):
             self._start_listening(clip=True)
+        elif isinstance(command, UnloadModel):
+            self._discard_take("unloaded")
+            self._unload()
+            self._set_state(EngineState.IDLE, "unloaded")
         elif isinstance(command, _LimitReached):
             if command.gen == self._gen and self._recording_since is not None and self._recorder is not None:
                 self._emit(RecordingLimitReached(self._recorder.max_recording_s))

@@ -155,6 +155,12 @@ class SetMicrophoneMuted:
 
 
 @dataclass(frozen=True, slots=True)
+class UnloadModel:
+    """Free the model's memory (the fine-tune wizard makes room on the GPU for a training); the
+    engine goes IDLE with detail "unloaded" and a later LoadModel brings it back."""
+
+
+@dataclass(frozen=True, slots=True)
 class RecordClip:
     """Record from the microphone without answering (the fine-tune wizard records questions): a
     press whose take comes back as ClipRecorded instead of becoming a turn; needs no model."""
@@ -185,6 +191,7 @@ Command = (
     | SetMicrophoneMuted
     | RecordClip
     | StopClip
+    | UnloadModel
     | Shutdown
 )
 

@@ -1,6 +1,11 @@
 """Page 4: the training run (``python -m engine finetune run``) with a progress bar, the time left,
 pairs per second and the live loss curve.
 
+When the training will run on the GPU that holds OmniTalk's conversation model and the check's plan
+says it does not fit beside it, ``unloadRequested`` asks the controller to unload that model first
+and ``reloadRequested`` to load it again when the run ends (the page says so). On the CPU nothing
+is unloaded and nothing is said.
+
 "Stop training" asks the subprocess to save a checkpoint and stop (then kills it if it does not);
 after a stop, a crash or a reboot, "Resume" continues from the last checkpoint and "Start again"
 starts over. Failures show here in words (app/finetune_wizard/texts.py), never a traceback; the
@@ -40,12 +45,24 @@ def duration_text(seconds: float) -> str:
     return f"about {max(1, round(seconds))} seconds"
 
 
+def needs_room(plan: dict[str, Any] | None) -> bool:
+    """The check's plan trains on a GPU and needs more than is free there now."""
+    if not plan or not str(plan.get("device", "")).startswith("cuda"):
+        return False
+    needed, free = plan.get("memory_needed_bytes"), plan.get("memory_free_bytes")
+    return isinstance(needed, int | float) and isinstance(free, int | float) and needed > free
+
+
 class TrainPage(QWizardPage):
     trainingFinished = Signal(bool)  # True: the adapter is written
+    unloadRequested = Signal()  # make room on the GPU: unload the conversation model
+    reloadRequested = Signal()  # the run ended: load the conversation model again
 
-    def __init__(self, state: WizardState, python: str | None = None) -> None:
+    def __init__(self, state: WizardState, python: str | None = None, *, model_on_gpu: bool = False) -> None:
         super().__init__()
         self.state = state
+        self.model_on_gpu = model_on_gpu  # the app's conversation model sits on a GPU
+        self.unloaded = False  # this page unloaded it for the current run
         self.setTitle(TRAIN_PAGE)
         self.setSubTitle("OmniTalk is learning your answers. You can keep using it meanwhile.")
         self.process = FinetuneProcess(self, python=python)
@@ -101,6 +118,13 @@ class TrainPage(QWizardPage):
         self.speed_label.clear()
         self.message_label.clear()
         self._buttons(running=True)
+        if self.model_on_gpu and not self.unloaded and needs_room(state.plan):
+            self.unloaded = True
+            self.unloadRequested.emit()
+            self.message_label.setText(
+                "To make room on the graphics card, OmniTalk's conversation model is unloaded while "
+                "it trains and loaded again afterwards."
+            )
         self.process.start(state.run_args())
         self.completeChanged.emit()
 
@@ -160,6 +184,9 @@ class TrainPage(QWizardPage):
         self.speed_label.setText(f"· {event['samples_per_s']:.2f} pairs per second · loss {event['loss']:.3f}")
 
     def _on_finished(self, code: int, error: dict[str, Any] | None) -> None:
+        if self.unloaded:
+            self.unloaded = False
+            self.reloadRequested.emit()
         self._done = code == 0 and self.state.adapter is not None
         if self._done:
             self.progress.setRange(0, 1)

@@ -38,6 +38,8 @@ MIN_SIZE_PX = (760, 680)
 
 class FinetuneWizard(QWizard):
     adapterFinished = Signal(object, bool)  # adapter folder, use it now
+    unloadRequested = Signal()  # the training needs the GPU memory of the conversation model
+    reloadRequested = Signal()  # the training ended: load the conversation model again
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class FinetuneWizard(QWizard):
         device: str | None = None,
         bridge: EngineBridge | None = None,
         model_ready: bool = False,
+        model_on_gpu: bool = False,
         adapter_in_use: Path | None = None,
         draft: Draft | None = None,
         python: str | None = None,
@@ -65,7 +68,9 @@ class FinetuneWizard(QWizard):
         self.data_page = DataPage(self.state.draft, bridge)
         self.check_page = CheckPage(self.state, python)
         self.options_page = OptionsPage(self.state)
-        self.train_page = TrainPage(self.state, python)
+        self.train_page = TrainPage(self.state, python, model_on_gpu=model_on_gpu)
+        self.train_page.unloadRequested.connect(self.unloadRequested)
+        self.train_page.reloadRequested.connect(self.reloadRequested)
         self.results_page = ResultsPage(self.state, bridge, model_ready)
         self.finish_page = FinishPage(self.state)
         for page_id, page in (

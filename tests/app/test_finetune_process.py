@@ -69,3 +69,44 @@ def test_a_child_that_cannot_start_says_so(qtbot: QtBot, tmp_path: Path) -> None
         process.start(["finetune", "run"])
     code, error = finished.args
     assert code == CRASH_EXIT_CODE and "could not be started" in error["message"]
+
+
+def _train_page(tmp_path: Path, python: str, plan: dict, *, model_on_gpu: bool):  # type: ignore[no-untyped-def]
+    from app.finetune_wizard.draft import Draft
+    from app.finetune_wizard.state import WizardState
+    from app.finetune_wizard.train_page import TrainPage
+
+    state = WizardState(tmp_path / "omni", Draft(tmp_path / "draft"), plan=plan)
+    state.out = tmp_path / "adapters" / "run"
+    return TrainPage(state, python, model_on_gpu=model_on_gpu)
+
+
+GPU_PLAN_TOO_BIG = {"device": "cuda:0", "memory_needed_bytes": 9_000_000_000, "memory_free_bytes": 4_000_000_000}
+
+
+@pytest.mark.parametrize(
+    ("plan", "model_on_gpu", "unloads"),
+    [
+        (GPU_PLAN_TOO_BIG, True, True),
+        (GPU_PLAN_TOO_BIG | {"memory_free_bytes": 12_000_000_000}, True, False),  # fits beside it
+        (GPU_PLAN_TOO_BIG, False, False),  # the conversation model is not on the GPU
+        (GPU_PLAN_TOO_BIG | {"device": "cpu"}, True, False),  # CPU training: nothing to say
+    ],
+)
+def test_the_conversation_model_makes_room_on_the_gpu_only_when_needed(
+    qtbot: QtBot, tmp_path: Path, plan: dict, model_on_gpu: bool, unloads: bool
+) -> None:
+    python = _child(tmp_path, f"""
+printf '{{"event": "done", "adapter": "{tmp_path}/adapters/run"}}\\n'
+""")
+    page = _train_page(tmp_path, python, plan, model_on_gpu=model_on_gpu)
+    order: list[str] = []
+    page.unloadRequested.connect(lambda: order.append("unload"))
+    page.reloadRequested.connect(lambda: order.append("reload"))
+    page.process.received.connect(lambda e: order.append(e["event"]))
+    with qtbot.waitSignal(page.trainingFinished, timeout=10_000) as finished:
+        page.start(resume=False)
+        said = page.message_label.text()
+    assert finished.args == [True]
+    assert order == (["unload", "done", "reload"] if unloads else ["done"])
+    assert ("graphics card" in said) == unloads

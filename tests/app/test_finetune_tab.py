@@ -25,7 +25,7 @@ from app.finetune_wizard.texts import (
 from app.settings import AppSettings, save
 from app.words import FINETUNE_TAB
 from engine.errors import Reason
-from engine.events import AdapterChanged, Failed, LoadModel, Ready, SetAdapter
+from engine.events import AdapterChanged, Failed, LoadModel, Ready, SetAdapter, UnloadModel
 from engine.paths import adapters_dir
 
 from .fake_engine import FakeEngine
@@ -135,3 +135,16 @@ def test_training_failures_name_the_wizards_controls() -> None:
     internal = error_words({"kind": "internal", "message": "ZeroDivisionError: division by zero"})
     assert "ZeroDivisionError" not in internal.plain()
     assert error_words(None) is CRASH_WORDS and RESUME_BUTTON in (CRASH_WORDS.fix or "")
+
+
+def test_the_wizard_unloads_and_reloads_the_model_through_the_controller(
+    qtbot: QtBot, controller: tuple[Controller, FakeEngine]
+) -> None:
+    c, engine = controller
+    wizard = c.open_finetune()
+    assert wizard is not None  # a child of the window, deleted when closed
+    wizard.unloadRequested.emit()
+    assert isinstance(engine.commands[-1], UnloadModel) and not c.model_ready
+    wizard.reloadRequested.emit()
+    assert isinstance(engine.commands[-1], LoadModel) and engine.commands[-1].model_dir == Path(c.settings.model_dir)
+    wizard.reject()

@@ -1,5 +1,6 @@
-"""RecordClip / StopClip: the engine's recorder takes a clip for the fine-tune wizard without a turn,
-with or without a model loaded; a turn after it still works."""
+"""The fine-tune wizard's commands: RecordClip / StopClip take a clip with the engine's recorder
+without a turn, with or without a model loaded (a turn after it still works); UnloadModel frees the
+model for a training and LoadModel brings it back."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ import pytest
 from engine.events import (
     ClipRecorded,
     EngineState,
+    Failed,
+    LoadModel,
+    Ready,
     RecordClip,
+    SendText,
     StateChanged,
     StopClip,
     StopTurn,
     TurnFinished,
     TurnStarted,
+    UnloadModel,
 )
 from tests.engine.audio_fixtures import espeak_wav, read_wav
 from tests.engine.engine_fixtures import ScriptedModel
@@ -59,3 +65,19 @@ def test_a_clip_comes_back_without_a_turn_even_without_a_model(harness: Harness,
     harness.engine.send(StopTurn())
     harness.log.wait_for(TurnFinished, since=mark)
     assert len(harness.model.requests) == 1 and len(harness.log.of(ClipRecorded)) == 2
+
+
+def test_unload_frees_the_model_and_a_load_brings_it_back(harness: Harness) -> None:
+    harness.load()
+    mark = harness.log.mark()
+    harness.engine.send(UnloadModel())
+    harness.log.wait_for(StateChanged, lambda e: e.state is EngineState.IDLE and e.detail == "unloaded", since=mark)
+    assert harness.model.closed
+    harness.engine.send(SendText("Still there?"))
+    assert harness.log.wait_for(Failed, since=mark).message == "No model is loaded."
+    harness.model.closed = False
+    again = harness.log.mark()
+    harness.engine.send(LoadModel(model_dir=Path("unused")))
+    harness.log.wait_for(Ready, since=again)
+    harness.engine.send(SendText("Back?"))
+    harness.log.wait_for(TurnFinished, since=mark)
