@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 import shiboken6
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
@@ -76,6 +76,31 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+class _CloseGuard(QObject):
+    """Asks before the main window closes while a fine-tune trains (an event filter, so the window
+    itself needs no part in it). Quitting stops the training with a checkpoint (Controller.shutdown);
+    the next wizard offers to resume it."""
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__(controller.window)
+        self.controller = controller
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Close and self.controller.training_running():
+            answer = QMessageBox.question(
+                self.controller.window,
+                "OmniTalk",
+                "A fine-tune is still training. Quit anyway? The training stops after saving its progress; "
+                "the fine-tune wizard offers to resume it next time.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return True
+        return False
+
+
 class Controller:
     """Owns settings, the bridge and the window; saves settings and starts the model load."""
 
@@ -103,6 +128,7 @@ class Controller:
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
         self.window.finetuneRequested.connect(lambda: self.open_settings(FINETUNE_TAB))
+        self.window.installEventFilter(_CloseGuard(self))
         save_answers = getattr(args, "save_answers", None)
         self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
@@ -158,6 +184,10 @@ class Controller:
         wizard.adapterFinished.connect(lambda path, use_now: self._finetune_done(path, use_now, settings_dialog))
         wizard.open()
         return wizard
+
+    def training_running(self) -> bool:
+        wizard = self._finetune_wizard
+        return wizard is not None and shiboken6.isValid(wizard) and wizard.train_page.running
 
     def unload_for_training(self) -> None:
         self.model_ready = False

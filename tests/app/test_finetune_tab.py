@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.application import Controller
@@ -148,3 +149,32 @@ def test_the_wizard_unloads_and_reloads_the_model_through_the_controller(
     wizard.reloadRequested.emit()
     assert isinstance(engine.commands[-1], LoadModel) and engine.commands[-1].model_dir == Path(c.settings.model_dir)
     wizard.reject()
+
+
+def test_quitting_while_training_asks_and_stops_it_with_a_checkpoint(
+    qtbot: QtBot, controller: tuple[Controller, FakeEngine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, _engine = controller
+    c.window.show()
+    wizard = c.open_finetune()
+    assert wizard is not None
+    child = tmp_path / "fake-python"
+    child.write_text("#!/bin/sh\nsleep 30\n", encoding="utf-8")
+    child.chmod(0o755)
+    process = wizard.train_page.process
+    process._python = str(child)  # noqa: SLF001  (a stand-in for the training child)
+    process.start(["finetune", "run"])
+    qtbot.waitUntil(lambda: c.training_running())
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked: list[str] = []
+
+    def reply(_parent: object, _title: str, text: str, *_a: object) -> QMessageBox.StandardButton:
+        asked.append(text)
+        return answers.pop(0)
+
+    monkeypatch.setattr(QMessageBox, "question", reply)
+    assert not c.window.close() and c.window.isVisible()  # "No": the window stays, the training goes on
+    assert "still training" in asked[0] and c.training_running()
+    assert c.window.close()  # "Yes"
+    c.shutdown()  # what the app does on quit: the child gets SIGTERM (checkpoint, then exit)
+    assert not c.training_running()
