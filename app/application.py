@@ -11,13 +11,13 @@ from pathlib import Path
 from types import TracebackType
 
 import shiboken6
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
 from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge, EngineFactory
-from app.finetune_wizard import FinetuneWizard
+from app.finetune_wizard.launcher import FinetuneLauncher
 from app.first_start import start_device_check
 from app.icons import app_icon
 from app.main_window import MainWindow
@@ -76,31 +76,6 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-class _CloseGuard(QObject):
-    """Asks before the main window closes while a fine-tune trains (an event filter, so the window
-    itself needs no part in it). Quitting stops the training with a checkpoint (Controller.shutdown);
-    the next wizard offers to resume it."""
-
-    def __init__(self, controller: Controller) -> None:
-        super().__init__(controller.window)
-        self.controller = controller
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Close and self.controller.training_running():
-            answer = QMessageBox.question(
-                self.controller.window,
-                "OmniTalk",
-                "A fine-tune is still training. Quit anyway? The training stops after saving its progress; "
-                "the fine-tune wizard offers to resume it next time.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                QMessageBox.StandardButton.No,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return True
-        return False
-
-
 class Controller:
     """Owns settings, the bridge and the window; saves settings and starts the model load."""
 
@@ -118,7 +93,6 @@ class Controller:
         self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
         self.model_on_gpu = False  # ... on a GPU (the fine-tune wizard may need its memory)
         self._settings_dialog: SettingsDialog | None = None  # the last one opened (may be closed)
-        self._finetune_wizard: FinetuneWizard | None = None  # likewise
         # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
         self._adapter_switch: tuple[str | None, Path | None] | None = None
         self.bridge.ready.connect(self._on_ready)
@@ -128,7 +102,7 @@ class Controller:
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
         self.window.finetuneRequested.connect(lambda: self.open_settings(FINETUNE_TAB))
-        self.window.installEventFilter(_CloseGuard(self))
+        self.finetune = FinetuneLauncher(self)
         save_answers = getattr(args, "save_answers", None)
         self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
@@ -155,54 +129,12 @@ class Controller:
         self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
         self.bridge.devicesListed.connect(dialog.show_devices)
         dialog.useAdapterRequested.connect(self.use_adapter)
-        dialog.finetuneRequested.connect(lambda: self.open_finetune(dialog))
+        dialog.finetuneRequested.connect(lambda: self.finetune.open(dialog))
         self._settings_dialog = dialog
         if tab is not None:
             dialog.show_tab(tab)
         dialog.open()
         return dialog
-
-    def open_finetune(self, settings_dialog: SettingsDialog | None = None) -> FinetuneWizard | None:
-        """Settings → Fine-tuning → New fine-tune…: the wizard, on top of the settings dialog."""
-        s = self.settings
-        if not s.model_dir:
-            return None
-        wizard = FinetuneWizard(
-            Path(s.model_dir),
-            settings_dialog if settings_dialog is not None else self.window,
-            speech_encoder=Path(s.speech_encoder) if s.speech_encoder else None,
-            device=None if s.gpu == "auto" else s.gpu,
-            bridge=self.bridge,
-            model_ready=self.model_ready,
-            model_on_gpu=self.model_ready and self.model_on_gpu,
-            adapter_in_use=Path(s.adapter_dir) if s.adapter_dir else None,
-        )
-        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        self._finetune_wizard = wizard
-        wizard.unloadRequested.connect(self.unload_for_training)
-        wizard.reloadRequested.connect(self.reload_after_training)
-        wizard.adapterFinished.connect(lambda path, use_now: self._finetune_done(path, use_now, settings_dialog))
-        wizard.open()
-        return wizard
-
-    def training_running(self) -> bool:
-        wizard = self._finetune_wizard
-        return wizard is not None and shiboken6.isValid(wizard) and wizard.train_page.running
-
-    def unload_for_training(self) -> None:
-        self.model_ready = False
-        self.bridge.unload_model()
-
-    def reload_after_training(self) -> None:
-        if self.settings.model_dir:
-            self.load_model()
-
-    def _finetune_done(self, adapter: Path, use_now: bool, settings_dialog: SettingsDialog | None) -> None:
-        if use_now:
-            self.use_adapter(adapter)
-        if settings_dialog is not None and settings_dialog.isVisible():
-            settings_dialog.finetune_tab.show_settings(self.settings)
-            settings_dialog.finetune_tab.select(adapter)
 
     def open_setup(self, settings_dialog: SettingsDialog | None = None) -> SetupWizard:
         """The setup wizard (first run, File → Set up model…, or Settings → Model → Download…).
@@ -293,10 +225,7 @@ class Controller:
                 self.load_model()
 
     def shutdown(self) -> None:
-        wizard = self._finetune_wizard
-        if wizard is not None and shiboken6.isValid(wizard):
-            # A training still running is stopped with a checkpoint: the next wizard offers Resume.
-            wizard.stop_training_for_exit()
+        self.finetune.shutdown()
         self.bridge.shutdown()
 
 

@@ -142,7 +142,7 @@ def test_the_wizard_unloads_and_reloads_the_model_through_the_controller(
     qtbot: QtBot, controller: tuple[Controller, FakeEngine]
 ) -> None:
     c, engine = controller
-    wizard = c.open_finetune()
+    wizard = c.finetune.open()
     assert wizard is not None  # a child of the window, deleted when closed
     wizard.unloadRequested.emit()
     assert isinstance(engine.commands[-1], UnloadModel) and not c.model_ready
@@ -156,7 +156,7 @@ def test_quitting_while_training_asks_and_stops_it_with_a_checkpoint(
 ) -> None:
     c, _engine = controller
     c.window.show()
-    wizard = c.open_finetune()
+    wizard = c.finetune.open()
     assert wizard is not None
     child = tmp_path / "fake-python"
     child.write_text("#!/bin/sh\nsleep 30\n", encoding="utf-8")
@@ -164,7 +164,7 @@ def test_quitting_while_training_asks_and_stops_it_with_a_checkpoint(
     process = wizard.train_page.process
     process._python = str(child)  # noqa: SLF001  (a stand-in for the training child)
     process.start(["finetune", "run"])
-    qtbot.waitUntil(lambda: c.training_running())
+    qtbot.waitUntil(lambda: c.finetune.training_running())
     answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
     asked: list[str] = []
 
@@ -174,7 +174,7 @@ def test_quitting_while_training_asks_and_stops_it_with_a_checkpoint(
 
     monkeypatch.setattr(QMessageBox, "question", reply)
     assert not c.window.close() and c.window.isVisible()  # "No": the window stays, the training goes on
-    assert "still training" in asked[0] and c.training_running()
+    assert "still training" in asked[0] and c.finetune.training_running()
     assert c.window.close()  # "Yes"
     c.shutdown()  # what the app does on quit: the child gets SIGTERM (checkpoint, then exit)
-    assert not c.training_running()
+    assert not c.finetune.training_running()
