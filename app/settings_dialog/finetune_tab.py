@@ -9,6 +9,7 @@ only small JSON files (engine/finetune/library.py), so it runs in the UI thread.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 
 def _percent(value: float | None) -> str:
     return f"{value:.0%}" if value is not None else "–"
+
+
+def made_text(created: str | None) -> str:
+    """The adapter's ISO 8601 UTC date, in local time."""
+    if not created:
+        return "–"
+    try:
+        return datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return created[:16]
 
 
 def metrics_text(entry: AdapterEntry) -> str:
@@ -115,7 +126,7 @@ class FinetuneTab(QWidget):
         for entry in list_adapters(self.root):
             in_use = self._in_use is not None and entry.path == self._in_use
             pairs = str(entry.usable_pairs) if entry.usable_pairs is not None else "–"
-            made = (entry.created or "")[:16].replace("T", " ")
+            made = made_text(entry.created)
             item = QTreeWidgetItem([entry.name, made, pairs, metrics_text(entry), IN_USE_MARK if in_use else ""])
             item.setData(0, PATH_ROLE, str(entry.path))
             if entry.problem:

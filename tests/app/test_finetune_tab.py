@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ def test_use_rename_delete(qtbot: QtBot, controller: tuple[Controller, FakeEngin
     tab = dialog.finetune_tab
     rows = [[tab.tree.topLevelItem(i).text(col) for col in range(5)] for i in range(tab.tree.topLevelItemCount())]
     assert sorted(r[0] for r in rows) == ["faq", "persona"]
-    assert ["faq", "2026-12-01 10:00", "12", "0% → 100%", ""] in rows
+    made = datetime(2026, 12, 1, 10, tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert ["faq", made, "12", "0% → 100%", ""] in rows
     assert not tab.base_button.isEnabled() and not tab.use_button.isEnabled()
 
     tab.select(faq)
