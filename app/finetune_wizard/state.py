@@ -14,10 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from app.finetune_wizard.draft import Draft
-from engine.finetune.library import TRAINING_DIR_SUFFIX, check_name
+from engine.finetune.library import CHECKPOINT_NAME, TRAINING_DIR_SUFFIX, check_name
 from engine.paths import adapters_dir
 
 RUN_FILE = "run.json"
+
+
+def resumable_run(draft: Draft) -> tuple[Path, list[str]] | None:
+    """The draft's run (adapter folder, flags) if it stopped at a checkpoint and can continue."""
+    try:
+        data = json.loads((draft.folder / RUN_FILE).read_text(encoding="utf-8"))
+        out = Path(data["out"])
+        flags = [str(f) for f in data.get("train_flags", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if out.exists() or not (out.with_name(out.name + TRAINING_DIR_SUFFIX) / CHECKPOINT_NAME).is_file():
+        return None  # finished, or nothing to continue
+    return out, flags
 
 
 @dataclass
@@ -71,15 +84,10 @@ class WizardState:
 
     def load_run(self) -> bool:
         """Read a cut-short run from the draft; True if it can be resumed (its checkpoint exists)."""
-        try:
-            data = json.loads((self.draft.folder / RUN_FILE).read_text(encoding="utf-8"))
-            out = Path(data["out"])
-            flags = [str(f) for f in data.get("train_flags", [])]
-        except (OSError, ValueError, KeyError, TypeError):
+        run = resumable_run(self.draft)
+        if run is None:
             return False
-        if out.exists() or not out.with_name(out.name + TRAINING_DIR_SUFFIX).is_dir():
-            return False  # finished, or nothing to continue
-        self.out, self.train_flags = out, flags
+        self.out, self.train_flags = run
         return True
 
     def forget_run(self) -> None:

@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.finetune_wizard.draft import Draft
+from app.finetune_wizard.state import resumable_run
 from app.settings import AppSettings
 from app.widgets import ERROR_COLOUR, button_row, coloured, error_text
 from app.words import NEW_FINETUNE_BUTTON
@@ -67,9 +69,10 @@ class FinetuneTab(QWidget):
     useAdapterRequested = Signal(object)  # Path, or None for the base model
     newFinetuneRequested = Signal()
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, draft: Draft | None = None) -> None:
         super().__init__()
         self._root = root
+        self._draft = draft  # the wizard's draft (None: its usual place)
         self._in_use: Path | None = None
         self.can_train = False
         self.tree = QTreeWidget()
@@ -86,12 +89,15 @@ class FinetuneTab(QWidget):
         self.new_button.setToolTip("Teach OmniTalk your own answers")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.unfinished_label = QLabel()  # a training that stopped at a checkpoint
+        self.unfinished_label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Adapters change how OmniTalk answers; the model itself stays as it is."))
         layout.addWidget(self.tree, 1)
         layout.addWidget(button_row(self.use_button, self.base_button, self.rename_button, self.delete_button))
         layout.addWidget(button_row(self.folder_button, self.new_button))
         layout.addWidget(self.status_label)
+        layout.addWidget(self.unfinished_label)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
         self.use_button.clicked.connect(self._use_selected)
         self.base_button.clicked.connect(lambda: self.use(None))
@@ -136,6 +142,13 @@ class FinetuneTab(QWidget):
                 item.setSelected(True)
         for column in range(1, len(COLUMNS)):
             self.tree.resizeColumnToContents(column)
+        stopped = resumable_run(self._draft or Draft())
+        self.unfinished_label.setText(
+            f"A fine-tune stopped before it finished ({stopped[0].name}): "
+            f"“{NEW_FINETUNE_BUTTON}” offers to continue it."
+            if stopped is not None
+            else ""
+        )
         self._update_buttons()
 
     def selected_path(self) -> Path | None:

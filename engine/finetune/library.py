@@ -1,9 +1,10 @@
-"""The installed adapters: list them with what their description says, rename, delete; and the
-unfinished runs a training can be resumed from. Plain files only: no torch, so the settings window
-can call it directly (Settings → Fine-tuning) without a multi-second import.
+"""The installed adapters: list them with what their description says, rename, delete.
 
-An adapter is a folder holding ``omnitalk_adapter.json`` (engine/model/adapter_files.py); an
-unfinished run is a ``NAME.training`` folder holding ``checkpoint.pt`` (engine/finetune/checkpoint.py).
+Plain files only: no torch, so the settings window can call it directly (Settings → Fine-tuning)
+without a multi-second import.
+
+An adapter is a folder holding ``omnitalk_adapter.json`` (engine/model/adapter_files.py); a run that
+stopped early left a ``NAME.training`` folder holding ``checkpoint.pt`` (engine/finetune/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -114,18 +115,6 @@ def list_adapters(root: Path) -> list[AdapterEntry]:
     ]  # fmt: skip
     entries = [read_entry(p) for p in folders]
     return sorted(entries, key=lambda e: (e.created or "", e.name), reverse=True)
-
-
-def unfinished_runs(root: Path) -> list[Path]:
-    """Adapter folders (not yet written) whose training stopped with a checkpoint: they can resume."""
-    if not root.is_dir():
-        return []
-    runs = [
-        p.with_name(p.name.removesuffix(TRAINING_DIR_SUFFIX))
-        for p in root.iterdir()
-        if p.is_dir() and p.name.endswith(TRAINING_DIR_SUFFIX) and (p / CHECKPOINT_NAME).exists()
-    ]
-    return sorted(runs)
 
 
 def check_name(name: str) -> str:

@@ -14,6 +14,8 @@ from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.application import Controller
+from app.finetune_wizard.draft import Draft
+from app.finetune_wizard.state import WizardState
 from app.finetune_wizard.texts import (
     ADVANCED_BOX,
     CRASH_WORDS,
@@ -77,6 +79,16 @@ def test_use_rename_delete(qtbot: QtBot, controller: tuple[Controller, FakeEngin
     made = datetime(2026, 12, 1, 10, tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
     assert ["faq", made, "12", "0% → 100%", ""] in rows
     assert not tab.base_button.isEnabled() and not tab.use_button.isEnabled()
+    assert tab.unfinished_label.text() == ""
+    state = WizardState(Path("omni"), Draft(), out=adapters_dir() / "Fine-tune stopped", train_flags=["--rank", "8"])
+    state.save_run()
+    tab.refresh()
+    assert tab.unfinished_label.text() == ""  # no checkpoint yet: nothing to continue
+    stopped = adapters_dir() / "Fine-tune stopped.training"
+    stopped.mkdir()
+    (stopped / "checkpoint.pt").write_bytes(b"")
+    tab.refresh()
+    assert "Fine-tune stopped" in tab.unfinished_label.text() and tab.tree.topLevelItemCount() == 2
 
     tab.select(faq)
     tab.use_button.click()

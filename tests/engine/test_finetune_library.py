@@ -74,12 +74,11 @@ def test_rename_refuses_taken_and_bad_names(tmp_path: Path) -> None:
     assert renamed == tmp_path / "My FAQ" and (renamed / library.META_FILE).exists() and not a.exists()
 
 
-def test_delete_and_unfinished_runs(tmp_path: Path) -> None:
+def test_delete_removes_the_adapter_and_its_leftover_checkpoint(tmp_path: Path) -> None:
     a = _adapter(tmp_path, "a", "2026-12-01")
-    run = tmp_path / ("faq" + library.TRAINING_DIR_SUFFIX)
+    run = tmp_path / ("a" + library.TRAINING_DIR_SUFFIX)
     run.mkdir()
     (run / library.CHECKPOINT_NAME).write_bytes(b"x")
-    (tmp_path / ("empty" + library.TRAINING_DIR_SUFFIX)).mkdir()  # no checkpoint: nothing to resume
-    assert library.unfinished_runs(tmp_path) == [tmp_path / "faq"]
+    keep = _adapter(tmp_path, "b", "2026-12-01")
     library.delete_adapter(a)
-    assert not a.exists() and library.list_adapters(tmp_path) == []
+    assert not a.exists() and not run.exists() and [e.path for e in library.list_adapters(tmp_path)] == [keep]
