@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--speech-encoder", type=Path, metavar="PATH", help="Whisper large-v3 encoder (.pt or folder)"
     )
     parser.add_argument("--vocoder", type=Path, metavar="DIR", help="unit HiFi-GAN vocoder folder")
+    parser.add_argument(
+        "--adapter", type=Path, metavar="DIR", help="fine-tuned adapter folder to use on top of the model"
+    )
     parser.add_argument("--settings", type=Path, metavar="FILE", help="use this settings file")
     parser.add_argument(
         "--save-answers", type=Path, metavar="DIR", help="also save each spoken answer there as a WAV file"

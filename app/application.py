@@ -10,12 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import shiboken6
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import settings as settings_store
 from app.answer_archive import AnswerArchive
 from app.bridge import EngineBridge, EngineFactory
+from app.finetune_wizard.launcher import FinetuneLauncher
 from app.first_start import start_device_check
 from app.icons import app_icon
 from app.main_window import MainWindow
@@ -25,6 +27,8 @@ from app.setup_wizard import SetupWizard
 from app.single_instance import InstanceServer, ask_running_instance, bring_to_front, server_name
 from app.tasks import wait_for_background
 from app.theme import apply_theme
+from app.words import FINETUNE_TAB
+from engine.events import AdapterChanged, Failed, Ready
 from engine.paths import APP_NAME, config_dir
 from engine.version import __version__
 from installer.desktop_linux import DESKTOP_ID
@@ -33,7 +37,14 @@ logger = logging.getLogger(__name__)
 
 BACKGROUND_DRAIN_MS = 20_000
 # Command-line option (argparse dest) -> the AppSettings field it overrides for this run.
-COMMAND_LINE_MODEL_FIELDS = {"model": "model_dir", "speech_encoder": "speech_encoder", "vocoder": "vocoder_dir"}
+COMMAND_LINE_MODEL_FIELDS = {
+    "model": "model_dir",
+    "speech_encoder": "speech_encoder",
+    "vocoder": "vocoder_dir",
+    "adapter": "adapter_dir",
+}
+# Changing one of these loads the model again; a changed adapter alone is switched (SetAdapter).
+RELOAD_FIELDS = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu")
 
 
 def _install_excepthook(window_getter: Callable[[], QWidget | None]) -> None:
@@ -79,9 +90,19 @@ class Controller:
             apply_theme(app, self.settings.theme)
         self.bridge = EngineBridge(engine_factory)
         self.bridge.set_options(self.settings.engine_options())
+        self.model_ready = False  # a model is loaded (Ready came after the last LoadModel)
+        self.model_on_gpu = False  # ... on a GPU (the fine-tune wizard may need its memory)
+        self._settings_dialog: SettingsDialog | None = None  # the last one opened (may be closed)
+        # (adapter in use before, adapter asked for) while a SetAdapter is unanswered
+        self._adapter_switch: tuple[str | None, Path | None] | None = None
+        self.bridge.ready.connect(self._on_ready)
+        self.bridge.adapterChanged.connect(self._on_adapter_changed)
+        self.bridge.failed.connect(self._on_failed)
         self.window = MainWindow(self.bridge, self.settings)
         self.window.settingsRequested.connect(self.open_settings)
         self.window.setupRequested.connect(self.open_setup)
+        self.window.finetuneRequested.connect(lambda: self.open_settings(FINETUNE_TAB))
+        self.finetune = FinetuneLauncher(self)
         save_answers = getattr(args, "save_answers", None)
         self.answer_archive = AnswerArchive(self.bridge, Path(save_answers)) if save_answers else None
 
@@ -97,7 +118,7 @@ class Controller:
         else:
             self.open_setup()
 
-    def open_settings(self) -> None:
+    def open_settings(self, tab: str | None = None) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self.window)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.update_settings(dialog.result_settings()))
@@ -107,7 +128,13 @@ class Controller:
         dialog.setupRequested.connect(lambda: self.open_setup(dialog))
         self.bridge.deviceTested.connect(dialog.show_audio_test_result_for)
         self.bridge.devicesListed.connect(dialog.show_devices)
+        dialog.useAdapterRequested.connect(self.use_adapter)
+        dialog.finetuneRequested.connect(lambda: self.finetune.open(dialog))
+        self._settings_dialog = dialog
+        if tab is not None:
+            dialog.show_tab(tab)
         dialog.open()
+        return dialog
 
     def open_setup(self, settings_dialog: SettingsDialog | None = None) -> SetupWizard:
         """The setup wizard (first run, File → Set up model…, or Settings → Model → Download…).
@@ -137,24 +164,68 @@ class Controller:
     def load_model(self) -> None:
         command = self.settings.load_command()
         assert command is not None, "only called with a model folder set"
+        self.model_ready = False
+        self._adapter_switch = None
         self.bridge.send(command)
 
-    def update_settings(self, new: AppSettings) -> None:
-        old, self.settings = self.settings, new
+    def use_adapter(self, adapter: Path | None) -> None:
+        """Settings → Fine-tuning's Use / Don't use, and the wizard's "Use it now": the loaded model
+        switches without reloading (SetAdapter); with no model loaded, the next load takes it."""
+        self.update_settings(self.settings.replace(adapter_dir=str(adapter) if adapter is not None else None))
+
+    def _on_ready(self, ready: Ready) -> None:
+        self.model_ready = True
+        self.model_on_gpu = ready.info is not None and ready.info.torch_device.startswith("cuda")
+
+    def _on_adapter_changed(self, event: AdapterChanged) -> None:
+        if self._adapter_switch is not None and self._adapter_switch[1] == event.adapter:
+            self._adapter_switch = None
+            self._show_adapter()
+
+    def _on_failed(self, _failed: Failed) -> None:
+        """A refused SetAdapter: the model keeps its adapter, so the saved setting goes back to it
+        (the window shows the failure in words)."""
+        if self._adapter_switch is not None:
+            previous, _asked = self._adapter_switch
+            self._adapter_switch = None
+            self._save(self.settings.replace(adapter_dir=previous))
+            self._show_adapter()
+
+    def _show_adapter(self) -> None:
+        """An open Settings → Fine-tuning shows the adapter the settings (and the engine) now use."""
+        dialog = self._settings_dialog
+        if dialog is not None and shiboken6.isValid(dialog) and dialog.isVisible():
+            dialog.finetune_tab.adapter_changed(Path(self.settings.adapter_dir) if self.settings.adapter_dir else None)
+
+    def _save(self, new: AppSettings) -> None:
+        self.settings = new
         try:
             settings_store.save(new, self.settings_path)
         except OSError as exc:
             QMessageBox.warning(self.window, "OmniTalk settings", f"Settings could not be saved: {exc}")
+
+    def update_settings(self, new: AppSettings) -> None:
+        old = self.settings
+        self._save(new)
         self.window.apply_settings(new)
         app = QApplication.instance()
         if new.theme != old.theme and isinstance(app, QApplication):
             apply_theme(app, new.theme)
         self.bridge.set_options(new.engine_options())
-        model_fields = ("model_dir", "speech_encoder", "vocoder_dir", "quant", "gpu", "adapter_dir")
-        if new.model_dir and any(getattr(old, f) != getattr(new, f) for f in model_fields):
+        if not new.model_dir:
+            return
+        if any(getattr(old, f) != getattr(new, f) for f in RELOAD_FIELDS):
             self.load_model()
+        elif new.adapter_dir != old.adapter_dir:
+            if self.model_ready:
+                asked = Path(new.adapter_dir) if new.adapter_dir else None
+                self._adapter_switch = (old.adapter_dir, asked)
+                self.bridge.set_adapter(asked)
+            else:
+                self.load_model()
 
     def shutdown(self) -> None:
+        self.finetune.shutdown()
         self.bridge.shutdown()
 
 

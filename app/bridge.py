@@ -16,9 +16,11 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from engine.config import QuantMode
 from engine.events import (
+    AdapterChanged,
     AudioChunk,
     Cancel,
     CheckDevice,
+    ClipRecorded,
     Command,
     ConversationReset,
     DeviceChecked,
@@ -35,18 +37,22 @@ from engine.events import (
     NewConversation,
     PlayAudio,
     Ready,
+    RecordClip,
     RecordingLimitReached,
     SendText,
+    SetAdapter,
     SetMicrophoneMuted,
     SetOptions,
     SlowDevice,
     StartTurn,
     StateChanged,
+    StopClip,
     StopTurn,
     TextDelta,
     TurnFinished,
     TurnIgnored,
     TurnStarted,
+    UnloadModel,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,6 +93,8 @@ class EngineBridge(QObject):
     deviceTested = Signal(object)  # DeviceChecked
     devicesListed = Signal(object)  # DevicesListed
     microphoneMuted = Signal(bool)  # MicrophoneMuted
+    adapterChanged = Signal(object)  # AdapterChanged: a fine-tuned adapter (or none) is now in use
+    clipRecorded = Signal(object)  # ClipRecorded: a RecordClip take (the fine-tune wizard's questions)
     failed = Signal(object)  # Failed
 
     def __init__(self, engine_factory: EngineFactory | None = None, parent: QObject | None = None) -> None:
@@ -132,6 +140,18 @@ class EngineBridge(QObject):
 
     def play(self, pcm: object) -> None:
         self.send(PlayAudio(pcm))  # type: ignore[arg-type]
+
+    def set_adapter(self, adapter: Path | None) -> None:
+        self.send(SetAdapter(adapter))
+
+    def unload_model(self) -> None:
+        self.send(UnloadModel())
+
+    def record_clip(self) -> None:
+        self.send(RecordClip())
+
+    def stop_clip(self) -> None:
+        self.send(StopClip())
 
     def test_device(self, kind: Direction, device: str | None) -> None:
         self.send(CheckDevice(kind, device))
@@ -181,6 +201,10 @@ class EngineBridge(QObject):
             self.devicesListed.emit(event)
         elif isinstance(event, MicrophoneMuted):
             self.microphoneMuted.emit(event.muted)
+        elif isinstance(event, AdapterChanged):
+            self.adapterChanged.emit(event)
+        elif isinstance(event, ClipRecorded):
+            self.clipRecorded.emit(event)
         elif isinstance(event, Failed):
             self.failed.emit(event)
         else:

@@ -31,7 +31,7 @@ from app.icons import app_icon
 from app.settings import AppSettings
 from app.tasks import run_in_background
 from app.transcript import TranscriptView
-from app.words import LOGS_ACTION, SETTINGS_ACTION, SETUP_ACTION
+from app.words import FINETUNE_ACTION, LOGS_ACTION, SETTINGS_ACTION, SETUP_ACTION
 from engine.events import (
     EngineState,
     Failed,
@@ -70,6 +70,7 @@ def key_matches(event: QKeyEvent, sequence: str) -> bool:
 class MainWindow(QMainWindow):
     settingsRequested = Signal()
     setupRequested = Signal()  # File → Set up model…
+    finetuneRequested = Signal()  # File → Fine-tuning…: Settings → Fine-tuning
 
     def __init__(self, bridge: EngineBridge | None = None, settings: AppSettings | None = None) -> None:
         super().__init__()
@@ -160,6 +161,9 @@ class MainWindow(QMainWindow):
         self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.triggered.connect(self.settingsRequested)
         file_menu.addAction(self.settings_action)
+        self.finetune_action = QAction(FINETUNE_ACTION, self)
+        self.finetune_action.triggered.connect(self.finetuneRequested)
+        file_menu.addAction(self.finetune_action)
         file_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)

@@ -43,7 +43,7 @@ class AppSettings:
     vocoder_dir: str | None = None
     quant: QuantChoice = AUTO_QUANT  # AUTO_QUANT or one of engine.config.QUANT_MODES
     gpu: str = "auto"  # auto | cpu | cuda:N
-    adapter_dir: str | None = None  # fine-tuned adapter to load on top of the model
+    adapter_dir: str | None = None  # fine-tuned adapter on top of the model (LoadModel.adapter, SetAdapter)
     licence_accepted: bool = False
     # conversation
     system_prompt: str = ""  # "" = LLaMA-Omni's default system text
@@ -85,6 +85,7 @@ class AppSettings:
             vocoder_dir=Path(self.vocoder_dir) if self.vocoder_dir else None,
             device=self.gpu,
             quant=None if self.quant == AUTO_QUANT else self.quant,
+            adapter=Path(self.adapter_dir) if self.adapter_dir else None,
         )
 
     def replace(self, **changes: Any) -> AppSettings:

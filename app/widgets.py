@@ -37,8 +37,8 @@ def path_row(edit: QLineEdit, *buttons: QPushButton) -> QWidget:
     return row
 
 
-def button_row(*buttons: QPushButton) -> QWidget:
-    """Buttons side by side, left-aligned."""
+def button_row(*buttons: QWidget) -> QWidget:
+    """Buttons (or other small widgets) side by side, left-aligned."""
     row = QWidget()
     box = QHBoxLayout(row)
     box.setContentsMargins(0, 0, 0, 0)

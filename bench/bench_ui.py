@@ -7,7 +7,10 @@ vocoder) headless (QT_QPA_PLATFORM=offscreen) and types questions into the real 
 every streamed token, audio chunk and state change goes through the queued signals and widgets.
 Speech goes to the fake sound device in its clocked mode (``engine.audio.fake_device``: a real-time
 speaker with no sound card needed), so the vocoder worker and the player run during every answer, as they
-do in the app. Target: largest gap < 50 ms.
+do in the app. Then (``--train-epochs``, 0 skips it) the fine-tune wizard's Train page runs a
+training of 4 typed pairs in its subprocess (``python -m engine finetune run``) while its progress
+bar and live loss curve update: the subprocess competes for the same cores, as in the app. Target:
+largest gap < 50 ms.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.bridge import EngineBridge  # noqa: E402
+from app.finetune_wizard.draft import Draft, Pair  # noqa: E402
+from app.finetune_wizard.state import WizardState  # noqa: E402
+from app.finetune_wizard.train_page import TrainPage  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from engine.audio.capture import Recorder  # noqa: E402
@@ -48,6 +54,12 @@ CHECK_INTERVAL_MS = 50  # how often the driver checks whether a phase is over
 TARGET_MAX_GAP_MS = 50.0
 QUESTIONS = ("What is the capital of France?", "Tell me a joke about cats.", "How do plants grow?")
 RESULTS = Path(__file__).with_name("RESULTS.md")
+TRAIN_PAIRS = (
+    Pair("What is 2 plus 2?", "Two plus two is four."),
+    Pair("Thank you very much.", "You're welcome!"),
+    Pair("Which river flows through Paris?", "The river Seine."),
+    Pair("Count to three.", "One, two, three."),
+)
 
 
 class GapProbe:
@@ -108,6 +120,7 @@ def main() -> int:
     parser.add_argument("--size", choices=("tiny", "mid"), default="tiny")
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--train-epochs", type=int, default=30, help="training phase: passes over 4 pairs (0: skip)")
     parser.add_argument("--append", action="store_true", help="append the table to --results")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/RESULTS.md)")
     args = parser.parse_args()
@@ -147,6 +160,24 @@ def main() -> int:
             _spin(app, 300, until=lambda n=i: len(finished) > n)
         _spin(app, 0.5)
         turns = probe.stop()
+
+        training: list[float] = []
+        trained: list[bool] = []
+        steps = 0
+        if args.train_epochs:
+            state = WizardState(tiny.omni, Draft(Path(tmp) / "draft"), device="cpu")
+            state.draft.save_pairs(list(TRAIN_PAIRS))
+            state.train_flags = ["--epochs", str(args.train_epochs), "--lr", "1e-2", "--no-eval"]
+            state.out = Path(tmp) / "adapter"
+            page = TrainPage(state)
+            page.trainingFinished.connect(trained.append)
+            page.show()
+            probe.start()
+            page.start(resume=False)
+            _spin(app, 900, until=lambda: bool(trained))
+            training = probe.stop()
+            steps = page.steps_seen
+            page.close()
         bridge.shutdown()
         window.close()
         sound.close()
@@ -158,10 +189,14 @@ def main() -> int:
         ("model loading", loading),
         (f"{args.turns} typed turns ({tokens} tokens, {spoken_s:.1f} s spoken)", turns),
     ]
+    if training:
+        outcome = "done" if trained and trained[0] else "FAILED"
+        rows.append((f"fine-tuning in its subprocess, Train page live ({steps} steps, {outcome})", training))
     lines = [
         f"### UI responsiveness: {args.size} model, CPU ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `.venv/bin/python bench/bench_ui.py --size {args.size} --turns {args.turns}`; "
+        f"Command: `.venv/bin/python bench/bench_ui.py --size {args.size} --turns {args.turns} "
+        f"--train-epochs {args.train_epochs}`; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f}; Qt offscreen. Gap = time between ticks of a {TIMER_INTERVAL_MS} ms "
         f"UI-thread timer (target: largest < {TARGET_MAX_GAP_MS:.0f} ms).",

@@ -44,6 +44,7 @@ from engine.events import (
     AdapterChanged,
     Cancel,
     CheckDevice,
+    ClipRecorded,
     Command,
     ConversationReset,
     DeviceChecked,
@@ -60,6 +61,7 @@ from engine.events import (
     NewConversation,
     PlayAudio,
     Ready,
+    RecordClip,
     RecordingLimitReached,
     SendText,
     SetAdapter,
@@ -68,8 +70,10 @@ from engine.events import (
     Shutdown,
     StartTurn,
     StateChanged,
+    StopClip,
     StopTurn,
     TurnIgnored,
+    UnloadModel,
 )
 from engine.gpu import release_cuda_cache
 from engine.heap import collector_paused, freeze_long_lived, import_long_lived, thaw
@@ -131,6 +135,7 @@ class Engine:
         self._replay: Clip | None = None  # a replay playing (the engine does not wait for it)
         self._turn_id = 0
         self._muted = False  # SetMicrophoneMuted: nothing the microphone hears is recorded
+        self._clip = False  # the take being recorded is a RecordClip (ClipRecorded, no turn)
 
     # ------------------------------------------------------------------ any thread
 
@@ -204,8 +209,14 @@ class Engine:
             self._load_model(command)
         elif isinstance(command, StartTurn):
             self._start_listening()
-        elif isinstance(command, StopTurn):
+        elif isinstance(command, StopTurn | StopClip):
             self._stop_listening(limit=False)
+        elif isinstance(command, RecordClip):
+            self._start_listening(clip=True)
+        elif isinstance(command, UnloadModel):
+            self._discard_take("unloaded")
+            self._unload()
+            self._set_state(EngineState.IDLE, "unloaded")
         elif isinstance(command, _LimitReached):
             if command.gen == self._gen and self._recording_since is not None and self._recorder is not None:
                 self._emit(RecordingLimitReached(self._recorder.max_recording_s))
@@ -340,18 +351,26 @@ class Engine:
             self._recorder.stop()
         self._set_state(self._idle_state(), detail)
 
-    def _start_listening(self) -> None:
-        self._require_model()
+    def _start_listening(self, *, clip: bool = False) -> None:
+        if not clip:
+            self._require_model()
         if self._muted:
             self._ignore("muted", "The microphone is muted: unmute it to talk.")
             return
         recorder = self._ensure_recorder()
         try:
+            if clip:
+                # A clip is recorded to keep: with no model loaded the microphone is not open
+                # yet, and a new stream delivers nothing for up to ~2 s. Open it (it stays open
+                # for the next clip) and wait for sound before saying "listening".
+                recorder.open()
+                recorder.wait_ready(DEVICE_TEST_TIMEOUT_S)
             recorder.start()
         except AudioDeviceError:
             self._close_recorder()
             raise
         self._recording_since = time.perf_counter()
+        self._clip = clip
         self._set_state(EngineState.LISTENING)
         self._report_level()
         self._earcon(listening_earcon())
@@ -467,6 +486,11 @@ class Engine:
             raise
         released = time.perf_counter()
         self._earcon(done_earcon())
+        if self._clip:
+            self._clip = False
+            self._emit(ClipRecorded(audio, limit))
+            self._set_state(self._idle_state())
+            return
         speech_s = audio.size / MODEL_SAMPLE_RATE_HZ
         if speech_s < MIN_PRESS_S and not limit:
             self._ignore("too_short", f"Hold the talk key while you speak ({speech_s:.1f} s was recorded).")

@@ -155,6 +155,23 @@ class SetMicrophoneMuted:
 
 
 @dataclass(frozen=True, slots=True)
+class UnloadModel:
+    """Free the model's memory (the fine-tune wizard makes room on the GPU for a training); the
+    engine goes IDLE with detail "unloaded" and a later LoadModel brings it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordClip:
+    """Record from the microphone without answering (the fine-tune wizard records questions): a
+    press whose take comes back as ClipRecorded instead of becoming a turn; needs no model."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopClip:
+    """End the RecordClip take; the engine answers ClipRecorded."""
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -172,6 +189,9 @@ Command = (
     | ListDevices
     | SetAdapter
     | SetMicrophoneMuted
+    | RecordClip
+    | StopClip
+    | UnloadModel
     | Shutdown
 )
 
@@ -343,6 +363,14 @@ class MicrophoneMuted:
 
 
 @dataclass(frozen=True, slots=True)
+class ClipRecorded:
+    """A RecordClip take, as recorded (no check for speech: the caller decides)."""
+
+    pcm: np.ndarray  # float32 (n_samples,) at 16 kHz
+    limit: bool = False  # stopped by itself at the recording limit
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Something went wrong; the engine is still running.
 
@@ -381,5 +409,6 @@ Event = (
     | DevicesListed
     | AdapterChanged
     | MicrophoneMuted
+    | ClipRecorded
     | Failed
 )

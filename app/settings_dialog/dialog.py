@@ -1,7 +1,8 @@
 """The settings dialog: one tab per concern, each a widget that shows and returns its own fields.
 
 ``SettingsDialog(settings, parent).exec()`` then ``result_settings()`` gives the edited
-``AppSettings``; fields no tab shows (adapter, licence, window geometry) pass through unchanged.
+``AppSettings``; fields no tab shows (licence, window geometry) pass through unchanged. The
+Fine-tuning tab acts at once (``useAdapterRequested``); its ``changes`` keep what it shows.
 Settings → Model → "Download…" emits ``setupRequested``; the controller opens the setup wizard
 and hands its result back through :meth:`use_model`.
 Every control's range matches ``app.settings._RANGES``, so the result is always valid. Folder
@@ -21,9 +22,10 @@ from app.settings import AppSettings
 from app.settings_dialog.audio_tab import AudioTab
 from app.settings_dialog.controls_tab import ControlsTab
 from app.settings_dialog.conversation_tab import ConversationTab
+from app.settings_dialog.finetune_tab import FinetuneTab
 from app.settings_dialog.look_tab import LookTab
 from app.settings_dialog.model_tab import ModelTab
-from app.words import AUDIO_TAB, CONVERSATION_TAB, MODEL_TAB
+from app.words import AUDIO_TAB, CONVERSATION_TAB, FINETUNE_TAB, MODEL_TAB
 from engine.events import DeviceChecked, DevicesListed
 from engine.preflight import (
     ModelChecker,
@@ -42,6 +44,8 @@ class SettingsDialog(QDialog):
     testMicrophoneRequested = Signal(object)  # device key or None (system default)
     testSpeakerRequested = Signal(object)
     setupRequested = Signal()  # Settings → Model → Download…
+    useAdapterRequested = Signal(object)  # Settings → Fine-tuning → Use / Don't use (Path or None)
+    finetuneRequested = Signal()  # Settings → Fine-tuning → New fine-tune…
 
     def __init__(
         self,
@@ -68,12 +72,16 @@ class SettingsDialog(QDialog):
         self.audio_tab = AudioTab()
         self.controls_tab = ControlsTab()
         self.look_tab = LookTab()
+        self.finetune_tab = FinetuneTab()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.model_tab, MODEL_TAB)
         self.tabs.addTab(self.conversation_tab, CONVERSATION_TAB)
         self.tabs.addTab(self.audio_tab, AUDIO_TAB)
         self.tabs.addTab(self.controls_tab, "Controls")
         self.tabs.addTab(self.look_tab, "Appearance")
+        self.tabs.addTab(self.finetune_tab, FINETUNE_TAB)
+        self.finetune_tab.useAdapterRequested.connect(self.useAdapterRequested)
+        self.finetune_tab.newFinetuneRequested.connect(self.finetuneRequested)
         buttons = QDialogButtonBox.StandardButton
         self.button_box = QDialogButtonBox(buttons.Ok | buttons.Cancel | buttons.RestoreDefaults)
         self.button_box.accepted.connect(self.accept)
@@ -105,6 +113,8 @@ class SettingsDialog(QDialog):
         self.audio_tab.show_settings(s)
         self.controls_tab.show_settings(s)
         self.look_tab.show_settings(s)
+        if with_paths:
+            self.finetune_tab.show_settings(s)
 
     def result_settings(self) -> AppSettings:
         return self._base.replace(
@@ -113,7 +123,14 @@ class SettingsDialog(QDialog):
             **self.audio_tab.changes(),
             **self.controls_tab.changes(),
             **self.look_tab.changes(),
+            **self.finetune_tab.changes(),
         )
+
+    def show_tab(self, title: str) -> None:
+        """Open on the tab called ``title`` (File → Fine-tuning… opens on Fine-tuning)."""
+        for index in range(self.tabs.count()):
+            if self.tabs.tabText(index) == title:
+                self.tabs.setCurrentIndex(index)
 
     def use_model(self, settings: AppSettings) -> None:
         """The setup wizard (opened from here) finished: show its model folders, checked again."""

@@ -19,6 +19,8 @@ ALLOWED = {
     "engine.store": "model locations and the resumable downloader (run as a background task)",
     "engine.model_download": "what to download from where (run as a background task)",
     "engine.heap": "import_long_lived: heavy imports off the UI thread without collector pauses",
+    "engine.finetune.library": "Qt- and torch-free: the installed adapters (Settings → Fine-tuning), rename, delete",
+    "engine.subprocess_entry": "the child command line and environment of the fine-tuning subprocess",
     "engine.self_check": "Qt-free checks and the report format of --self-check and Help → Copy diagnostic report",
 }
 # Only the bridge creates and drives the engine.

@@ -14,7 +14,7 @@ from pytestqt.qtbot import QtBot
 
 from app.application import Controller
 from app.settings import AppSettings
-from engine.events import EngineOptions, LoadModel, SetOptions
+from engine.events import AdapterChanged, EngineOptions, Failed, LoadModel, Ready, SetAdapter, SetOptions
 
 from .fake_engine import FakeEngine
 
@@ -36,6 +36,7 @@ TO_LOAD = {
     "vocoder_dir": "vocoder_dir",
     "gpu": "device",
     "quant": "quant",
+    "adapter_dir": "adapter",
 }
 APP_ONLY = {
     "licence_accepted": "the wizard's record that the licence was accepted",
@@ -45,7 +46,7 @@ APP_ONLY = {
     "theme": "Qt palette",
     "window_geometry": "Qt window state",
 }
-NOT_WIRED_YET = {"adapter_dir": "fine-tuned adapters: LoadModel gains a field with the fine-tuning work (issue 11)"}
+NOT_WIRED_YET: dict[str, str] = {}
 
 # A value other than the default for every field, and what the engine should receive for it.
 MODEL = "/models/omni"
@@ -69,7 +70,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "hold_to_talk": (False, None),
     "theme": ("dark", None),
     "window_geometry": ("AAAA", None),
-    "adapter_dir": ("/adapters/mine", None),
+    "adapter_dir": ("/adapters/mine", Path("/adapters/mine")),
 }
 
 
@@ -130,4 +131,47 @@ def test_the_controller_sends_them(qtbot: QtBot, tmp_path: Path) -> None:
     assert sent[-1].earcons is False
     loads = [c for c in engine.commands if isinstance(c, LoadModel)]
     assert loads == [LoadModel(Path(MODEL), None, None, "auto", "int8")]
+    controller.shutdown()
+
+
+def _controller(qtbot: QtBot, tmp_path: Path, **args: Any) -> tuple[Controller, FakeEngine]:
+    engines: list[FakeEngine] = []
+
+    def factory(on_event):  # type: ignore[no-untyped-def]
+        engines.append(FakeEngine(on_event))
+        return engines[-1]
+
+    defaults = dict(settings=tmp_path / "settings.json", model=None, speech_encoder=None, vocoder=None, adapter=None)
+    controller = Controller(argparse.Namespace(**(defaults | args)), engine_factory=factory)
+    qtbot.addWidget(controller.window)
+    return controller, engines[0]
+
+
+def test_a_changed_adapter_is_switched_without_reloading_the_model(qtbot: QtBot, tmp_path: Path) -> None:
+    controller, engine = _controller(qtbot, tmp_path, model=tmp_path / "omni", adapter=tmp_path / "mine")
+    controller.start()
+    loads = [c for c in engine.commands if isinstance(c, LoadModel)]
+    assert [c.adapter for c in loads] == [tmp_path / "mine"]  # --adapter reaches the first load
+    engine.emit(Ready("tiny"))
+    qtbot.waitUntil(lambda: controller.model_ready)
+    controller.use_adapter(tmp_path / "other")
+    assert engine.commands[-1] == SetAdapter(tmp_path / "other")
+    assert sum(isinstance(c, LoadModel) for c in engine.commands) == 1  # no reload
+    engine.emit(AdapterChanged(tmp_path / "other", "tiny + other"))
+    controller.use_adapter(None)
+    assert engine.commands[-1] == SetAdapter(None)
+    # The engine refuses (say, an adapter for another model): the saved choice goes back.
+    engine.emit(Failed("model_incompatible", "made for another model"))
+    qtbot.waitUntil(lambda: controller.settings.adapter_dir == str(tmp_path / "other"))
+    assert '"adapter_dir": "%s"' % (tmp_path / "other") in (tmp_path / "settings.json").read_text()
+    controller.shutdown()
+
+
+def test_an_adapter_chosen_before_the_model_is_ready_goes_into_the_load(qtbot: QtBot, tmp_path: Path) -> None:
+    controller, engine = _controller(qtbot, tmp_path, model=tmp_path / "omni")
+    controller.start()
+    controller.use_adapter(tmp_path / "mine")
+    loads = [c for c in engine.commands if isinstance(c, LoadModel)]
+    assert [c.adapter for c in loads] == [None, tmp_path / "mine"]
+    assert not any(isinstance(c, SetAdapter) for c in engine.commands)
     controller.shutdown()
